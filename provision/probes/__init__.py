@@ -1,0 +1,1 @@
+"""SMTP and IMAP probes that mirror how Rocket.Chat itself uses an inbox's settings."""

@@ -1,0 +1,172 @@
+"""Resolve and connect, shared by the SMTP and IMAP probes.
+
+The name is resolved explicitly so that every address is known and reported, and
+each address is tried in turn (Python 3.11's ``create_connection`` would flatten
+several failures into one ``OSError``); see probe-anchors.md §3 rows 1-6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from dataclasses import dataclass
+
+from provision.probes._steps import Recorder, StepTimeout
+from provision.results import FailureClass, Step
+
+__all__ = ["ConnectFailure", "connect", "resolve"]
+
+AddrInfo = tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]
+
+_ROUTE_ERRNOS = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EACCES, errno.EPERM}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailure(Exception):
+    """Resolving or connecting failed; carries the class, message and hint."""
+
+    failure: FailureClass
+    message: str
+    hint: str
+    field: str
+
+
+def _fmt(sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = sockaddr[0], sockaddr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def resolve(rec: Recorder, host: str, port: int, *, prefix: str) -> list[AddrInfo]:
+    """Resolve ``host`` to every address, recorded as the ``resolve`` step.
+
+    Raises:
+        ConnectFailure: the name does not resolve (class by ``gaierror`` code).
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        async with rec.step(Step.RESOLVE) as info:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            seen: list[AddrInfo] = []
+            for family, _type, _proto, _canon, sockaddr in infos:
+                item: AddrInfo = (family, sockaddr)  # type: ignore[assignment]
+                if item not in seen:
+                    seen.append(item)
+            info.detail = ", ".join(str(a[1][0]) for a in seen)
+    except socket.gaierror as exc:
+        raise _dns_failure(exc, host, prefix) from None
+    except StepTimeout as exc:
+        raise ConnectFailure(
+            FailureClass.DNS_TEMPORARY,
+            f"resolving {host} did not finish within {exc.cap:.1f} s",
+            "the runner's DNS resolver is slow or unreachable; retry, or check its DNS setup",
+            f"{prefix}.server",
+        ) from None
+    return seen
+
+
+def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> ConnectFailure:
+    code = exc.errno
+    field = f"{prefix}.server"
+    if code == socket.EAI_AGAIN:
+        return ConnectFailure(
+            FailureClass.DNS_TEMPORARY,
+            f"temporary failure resolving {host} ({exc.strerror})",
+            "the resolver did not answer; retry, or check the runner's DNS",
+            field,
+        )
+    no_data = {getattr(socket, n) for n in ("EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(socket, n)}
+    if code in no_data:
+        return ConnectFailure(
+            FailureClass.DNS_NO_ADDRESS,
+            f"{host} exists but has no address record ({exc.strerror})",
+            f"give the mail server's host name in {field}, not the mail domain "
+            "(which may only have MX records)",
+            field,
+        )
+    return ConnectFailure(
+        FailureClass.DNS_NOT_FOUND,
+        f"{host} does not resolve ({exc.strerror})",
+        f"check the spelling of {field}; internal names need the runner's internal DNS",
+        field,
+    )
+
+
+async def connect(
+    rec: Recorder, addresses: list[AddrInfo], *, host: str, port: int, prefix: str
+) -> socket.socket:
+    """Connect to the first address that accepts, trying each in turn.
+
+    Every attempt is one ``connect`` step with its address. The returned socket is
+    non-blocking with ``TCP_NODELAY`` (our writes are whole commands; Nagle plus the
+    peer's delayed ACK would stall small writes).
+
+    Raises:
+        ConnectFailure: no address accepted; classified by the most telling error.
+    """
+    loop = asyncio.get_running_loop()
+    errors: list[tuple[str, BaseException]] = []
+    for family, sockaddr in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        addr = _fmt(sockaddr)
+        try:
+            async with rec.step(Step.CONNECT, address=addr) as info:
+                try:
+                    await loop.sock_connect(sock, sockaddr)
+                except OSError as exc:
+                    info.detail = exc.strerror or str(exc)
+                    raise
+        except (OSError, StepTimeout) as exc:
+            sock.close()
+            errors.append((addr, exc))
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise _connect_failure(errors, host=host, port=port, prefix=prefix)
+
+
+def _connect_failure(
+    errors: list[tuple[str, BaseException]], *, host: str, port: int, prefix: str
+) -> ConnectFailure:
+    tried = ", ".join(addr for addr, _ in errors)
+    refused = [a for a, e in errors if isinstance(e, ConnectionRefusedError)]
+    timeouts = [a for a, e in errors if isinstance(e, StepTimeout)]
+    if refused:
+        return ConnectFailure(
+            FailureClass.PORT_CLOSED,
+            f"connection refused by {', '.join(refused)} (tried {tried})",
+            f"nothing listens on {host}:{port}; check {prefix}.port "
+            f"(usual: {'465 or 587' if prefix == 'smtp' else '993'})",
+            f"{prefix}.port",
+        )
+    if timeouts:
+        deadline = any(isinstance(e, StepTimeout) and e.deadline for _, e in errors)
+        return ConnectFailure(
+            FailureClass.DEADLINE if deadline else FailureClass.CONNECT_TIMEOUT,
+            f"no answer to the connection attempt to {tried}",
+            f"packets to {host}:{port} are dropped: a firewall or the provider's egress "
+            "policy blocks this port (many clouds block outbound 25); "
+            f"check {prefix}.server and {prefix}.port",
+            f"{prefix}.port",
+        )
+    route = [a for a, e in errors if isinstance(e, OSError) and e.errno in _ROUTE_ERRNOS]
+    detail = "; ".join(f"{a}: {getattr(e, 'strerror', None) or e}" for a, e in errors)
+    if route:
+        v6_only = all(a.startswith("[") for a in route) and len(route) < len(errors)
+        hint = (
+            "only the IPv6 addresses failed: the runner has no IPv6 route"
+            if v6_only
+            else f"no network route from this runner to {host}"
+        )
+        return ConnectFailure(
+            FailureClass.ROUTE, f"cannot reach {host} ({detail})", hint, f"{prefix}.server"
+        )
+    return ConnectFailure(
+        FailureClass.RESET,
+        f"connecting to {host}:{port} failed ({detail})",
+        f"check {prefix}.server and {prefix}.port",
+        f"{prefix}.server",
+    )

@@ -1,0 +1,103 @@
+"""Timing and capping of probe steps.
+
+Every network step runs inside :meth:`Recorder.step`, which caps it with the
+smaller of the per-step cap and what is left of the run's overall deadline,
+records a :class:`~provision.results.StepResult`, and turns a timeout into a
+:class:`StepTimeout` that names the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from provision.results import Stage, StageResult, Status, Step, StepResult
+
+__all__ = ["Recorder", "StepInfo", "StepTimeout"]
+
+
+class StepTimeout(Exception):
+    """A step got no answer within its cap (or the overall deadline ran out)."""
+
+    def __init__(self, step: Step, cap: float, *, deadline: bool) -> None:
+        self.step = step
+        self.cap = cap
+        self.deadline = deadline
+        what = "the overall deadline" if deadline else "the step cap"
+        super().__init__(f"{step.value}: no answer within {cap:.1f} s ({what})")
+
+
+@dataclass(slots=True)
+class StepInfo:
+    """Handle given to the body of a step: set ``detail`` to annotate the result."""
+
+    detail: str | None = None
+    status: Status = Status.PASSED
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Collects the steps of one stage under a deadline (event-loop time)."""
+
+    stage: Stage
+    deadline: float
+    step_timeout: float
+    result: StageResult = field(init=False)
+    _started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.result = StageResult(stage=self.stage)
+        self._started = time.perf_counter()
+
+    def remaining(self) -> float:
+        """Seconds left before the overall deadline."""
+        return self.deadline - asyncio.get_running_loop().time()
+
+    @asynccontextmanager
+    async def step(
+        self, step: Step, *, cap: float | None = None, address: str | None = None
+    ) -> AsyncIterator[StepInfo]:
+        """Run one step, timed and capped; re-raise its errors after recording them."""
+        limit = self.step_timeout if cap is None else cap
+        remaining = self.remaining()
+        by_deadline = remaining < limit
+        effective = max(0.0, min(limit, remaining))
+        info = StepInfo()
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(effective):
+                yield info
+        except TimeoutError as exc:
+            self._record(step, Status.FAILED, start, info.detail or "timed out", address)
+            raise StepTimeout(step, effective, deadline=by_deadline) from exc
+        except BaseException:
+            self._record(step, Status.FAILED, start, info.detail, address)
+            raise
+        self._record(step, info.status, start, info.detail, address)
+
+    def skip(self, step: Step, detail: str) -> None:
+        """Record a step that was not run, with the reason."""
+        self.result.steps.append(
+            StepResult(step=step, status=Status.SKIPPED, elapsed_ms=0.0, detail=detail)
+        )
+
+    def finish(self) -> StageResult:
+        """Stamp the stage's total time and return its result."""
+        self.result.elapsed_ms = (time.perf_counter() - self._started) * 1000
+        return self.result
+
+    def _record(
+        self, step: Step, status: Status, start: float, detail: str | None, address: str | None
+    ) -> None:
+        self.result.steps.append(
+            StepResult(
+                step=step,
+                status=status,
+                elapsed_ms=(time.perf_counter() - start) * 1000,
+                detail=detail,
+                address=address,
+            )
+        )

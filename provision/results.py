@@ -1,0 +1,376 @@
+"""Results: what a run found, as data. Rendering lives in ``provision.report``.
+
+Shape (also the JSON schema, ``schema_version`` 1)::
+
+    Report
+      inboxes: [InboxResult]
+        name, email, file, warnings: [Finding]
+        stages: [StageResult]            # smtp, imap (then submit, verify for `set`)
+          stage, status, class, message, hint, field, elapsed_ms,
+          steps: [StepResult]            # resolve, connect, tls, greeting, ...
+          warnings: [Finding], facts: {...}
+
+A failure is never an exception here: probes return a failed ``StageResult``
+whose ``failure`` names a :class:`FailureClass` from the taxonomy in
+``shared/spec/probe-anchors.md`` §3, and that class decides the exit code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ExitCode",
+    "FailureClass",
+    "Finding",
+    "InboxResult",
+    "Report",
+    "Stage",
+    "StageResult",
+    "Status",
+    "Step",
+    "StepResult",
+]
+
+SCHEMA_VERSION = 1
+
+
+class Stage(StrEnum):
+    """A stage of an inbox's run."""
+
+    SMTP = "smtp"
+    IMAP = "imap"
+    SUBMIT = "submit"
+    VERIFY = "verify"
+
+
+class Step(StrEnum):
+    """A step inside a probe stage."""
+
+    RESOLVE = "resolve"
+    CONNECT = "connect"
+    TLS = "tls"
+    GREETING = "greeting"
+    CAPABILITIES = "capabilities"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    MAILBOX = "mailbox"
+    QUIT = "quit"
+
+
+class Status(StrEnum):
+    """Outcome of a step or stage."""
+
+    PASSED = "passed"
+    WARNING = "warning"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class ExitCode(IntEnum):
+    """Stable, documented exit codes (swaks-style groups)."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    DNS = 10
+    CONNECT = 11
+    TLS = 12
+    PROTOCOL = 13
+    AUTH = 14
+    MAILBOX = 15
+    TRANSIENT = 16
+    ROCKETCHAT = 20
+
+
+class FailureClass(StrEnum):
+    """Failure taxonomy (probe-anchors.md §3); the value is what JSON shows."""
+
+    # resolve
+    DNS_NOT_FOUND = "dns-not-found"
+    DNS_TEMPORARY = "dns-temporary"
+    DNS_NO_ADDRESS = "dns-no-address"
+    # connect
+    PORT_CLOSED = "port-closed"
+    CONNECT_TIMEOUT = "connect-timeout"
+    ROUTE = "route"
+    RESET = "reset"
+    # tls mode / greeting
+    TLS_ON_PLAINTEXT_PORT = "tls-on-plaintext-port"
+    PLAINTEXT_ON_TLS_PORT = "plaintext-on-tls-port"
+    SLOW_GREETING = "slow-greeting"
+    REJECTED_AT_GREETING = "rejected-at-greeting"
+    WRONG_SERVICE = "wrong-service"
+    PROTOCOL_ERROR = "protocol-error"
+    EHLO_REFUSED = "ehlo-refused"
+    STARTTLS_NOT_OFFERED = "starttls-not-offered"
+    STARTTLS_REFUSED = "starttls-refused"
+    # tls / certificates
+    TLS_PROTOCOL = "tls-protocol"
+    TLS_ERROR = "tls-error"
+    CERT_UNTRUSTED = "cert-untrusted"
+    CERT_EXPIRED = "cert-expired"
+    CERT_HOSTNAME = "cert-hostname"
+    CERT_STRICT = "cert-strict"
+    # auth
+    AUTH_NOT_ADVERTISED = "auth-not-advertised"
+    TLS_REQUIRED = "tls-required"
+    NO_COMMON_MECHANISM = "no-common-mechanism"
+    AUTH_FAILED = "auth-failed"
+    APP_PASSWORD_REQUIRED = "app-password-required"  # noqa: S105 (a class name)
+    BASIC_AUTH_DISABLED = "basic-auth-disabled"
+    OAUTH_REJECTED = "oauth-rejected"
+    NON_ASCII_CREDENTIALS = "non-ascii-credentials"
+    # mailbox / sender
+    MAILBOX = "mailbox"
+    MAILBOX_READ_ONLY = "mailbox-read-only"
+    SENDER_REFUSED = "sender-refused"
+    RELAY_REFUSED = "relay-refused"
+    # transient
+    THROTTLED = "throttled"
+    TRANSIENT = "transient"
+    TIMEOUT = "timeout"
+    DEADLINE = "deadline"
+    # Rocket.Chat (set)
+    ROCKETCHAT = "rocketchat"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The exit-code group of this class."""
+        return _EXIT_CODES[self]
+
+
+_FC = FailureClass
+_EXIT_CODES: dict[FailureClass, ExitCode] = {
+    **dict.fromkeys((_FC.DNS_NOT_FOUND, _FC.DNS_NO_ADDRESS), ExitCode.DNS),
+    _FC.DNS_TEMPORARY: ExitCode.TRANSIENT,
+    **dict.fromkeys((_FC.PORT_CLOSED, _FC.CONNECT_TIMEOUT, _FC.ROUTE, _FC.RESET), ExitCode.CONNECT),
+    **dict.fromkeys(
+        (
+            _FC.TLS_PROTOCOL,
+            _FC.TLS_ERROR,
+            _FC.CERT_UNTRUSTED,
+            _FC.CERT_EXPIRED,
+            _FC.CERT_HOSTNAME,
+            _FC.CERT_STRICT,
+        ),
+        ExitCode.TLS,
+    ),
+    **dict.fromkeys(
+        (
+            _FC.TLS_ON_PLAINTEXT_PORT,
+            _FC.PLAINTEXT_ON_TLS_PORT,
+            _FC.SLOW_GREETING,
+            _FC.REJECTED_AT_GREETING,
+            _FC.WRONG_SERVICE,
+            _FC.PROTOCOL_ERROR,
+            _FC.EHLO_REFUSED,
+            _FC.STARTTLS_NOT_OFFERED,
+            _FC.STARTTLS_REFUSED,
+        ),
+        ExitCode.PROTOCOL,
+    ),
+    **dict.fromkeys(
+        (
+            _FC.AUTH_NOT_ADVERTISED,
+            _FC.TLS_REQUIRED,
+            _FC.NO_COMMON_MECHANISM,
+            _FC.AUTH_FAILED,
+            _FC.APP_PASSWORD_REQUIRED,
+            _FC.BASIC_AUTH_DISABLED,
+            _FC.OAUTH_REJECTED,
+            _FC.NON_ASCII_CREDENTIALS,
+        ),
+        ExitCode.AUTH,
+    ),
+    **dict.fromkeys(
+        (_FC.MAILBOX, _FC.MAILBOX_READ_ONLY, _FC.SENDER_REFUSED, _FC.RELAY_REFUSED),
+        ExitCode.MAILBOX,
+    ),
+    **dict.fromkeys((_FC.THROTTLED, _FC.TRANSIENT, _FC.TIMEOUT, _FC.DEADLINE), ExitCode.TRANSIENT),
+    _FC.ROCKETCHAT: ExitCode.ROCKETCHAT,
+}
+
+
+@dataclass(slots=True, kw_only=True)
+class Finding:
+    """A warning: the inbox works (or would), but something should change.
+
+    ``code`` is a stable identifier (``plaintext-credentials``, ``imap-cert-unverified``,
+    ``low-max-retries``, ``slower-than-rocketchat``, ...).
+    """
+
+    code: str
+    message: str
+    hint: str | None = None
+    field: str | None = None
+    #: Exit code this warning gives under ``--strict``.
+    strict_exit: ExitCode = ExitCode.TLS
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "hint": self.hint, "field": self.field}
+
+
+@dataclass(slots=True, kw_only=True)
+class StepResult:
+    """One timed step. ``address`` is set on connect steps (one per address tried)."""
+
+    step: Step
+    status: Status
+    elapsed_ms: float
+    detail: str | None = None
+    address: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "step": self.step.value,
+            "status": self.status.value,
+            "elapsed_ms": round(self.elapsed_ms, 1),
+        }
+        if self.detail is not None:
+            out["detail"] = self.detail
+        if self.address is not None:
+            out["address"] = self.address
+        return out
+
+
+@dataclass(slots=True, kw_only=True)
+class StageResult:
+    """One stage (a probe of one protocol, or a Rocket.Chat stage) of one inbox."""
+
+    stage: Stage
+    status: Status = Status.PASSED
+    failure: FailureClass | None = None
+    message: str | None = None
+    hint: str | None = None
+    field: str | None = None
+    elapsed_ms: float = 0.0
+    steps: list[StepResult] = dataclasses.field(default_factory=list)
+    warnings: list[Finding] = dataclasses.field(default_factory=list)
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def fail(
+        self,
+        failure: FailureClass,
+        message: str,
+        *,
+        hint: str | None = None,
+        field: str | None = None,
+    ) -> StageResult:
+        """Mark this stage failed (first failure wins) and return it."""
+        if self.status is not Status.FAILED:
+            self.status = Status.FAILED
+            self.failure = failure
+            self.message = message
+            self.hint = hint
+            self.field = field
+        return self
+
+    def warn(self, finding: Finding) -> None:
+        """Record a warning; a passed stage becomes ``warning``."""
+        self.warnings.append(finding)
+        if self.status is Status.PASSED:
+            self.status = Status.WARNING
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage.value,
+            "status": self.status.value,
+            "class": self.failure.value if self.failure else None,
+            "message": self.message,
+            "hint": self.hint,
+            "field": self.field,
+            "elapsed_ms": round(self.elapsed_ms, 1),
+            "steps": [s.to_json() for s in self.steps],
+            "warnings": [w.to_json() for w in self.warnings],
+            "facts": self.facts,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class InboxResult:
+    """Everything found for one inbox, stages in run order (smtp before imap)."""
+
+    name: str
+    email: str
+    file: str | None = None
+    line: int | None = None
+    stages: list[StageResult] = dataclasses.field(default_factory=list)
+    warnings: list[Finding] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def status(self, *, strict: bool = False) -> Status:
+        """Worst status over stages and input warnings."""
+        statuses = [s.status for s in self.stages]
+        if Status.FAILED in statuses:
+            return Status.FAILED
+        if Status.WARNING in statuses or self.warnings:
+            return Status.FAILED if strict else Status.WARNING
+        if statuses and all(s is Status.SKIPPED for s in statuses):
+            return Status.SKIPPED
+        return Status.PASSED
+
+    def exit_code(self, *, strict: bool = False) -> ExitCode:
+        """Exit code decided by the first failing stage (smtp before imap)."""
+        for stage in self.stages:
+            if stage.status is Status.FAILED and stage.failure is not None:
+                return stage.failure.exit_code
+        if strict:
+            for finding in self.warnings:
+                return finding.strict_exit
+            for stage in self.stages:
+                for finding in stage.warnings:
+                    return finding.strict_exit
+        return ExitCode.OK
+
+    def to_json(self, *, strict: bool = False) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "email": self.email,
+            "file": self.file,
+            "line": self.line,
+            "status": self.status(strict=strict).value,
+            "warnings": [w.to_json() for w in self.warnings],
+            "stages": [s.to_json() for s in self.stages],
+            **self.extra,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class Report:
+    """A whole run: every inbox in input order."""
+
+    command: str
+    inboxes: list[InboxResult] = dataclasses.field(default_factory=list)
+    strict: bool = False
+    elapsed_ms: float = 0.0
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The first failing inbox in input order decides."""
+        for inbox in self.inboxes:
+            code = inbox.exit_code(strict=self.strict)
+            if code is not ExitCode.OK:
+                return code
+        return ExitCode.OK
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code is ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "command": self.command,
+            "ok": self.ok,
+            "exit_code": int(self.exit_code),
+            "strict": self.strict,
+            "elapsed_ms": round(self.elapsed_ms, 1),
+            "settings": self.settings,
+            "inboxes": [i.to_json(strict=self.strict) for i in self.inboxes],
+        }

@@ -1,0 +1,34 @@
+"""Shared fixtures: one throw-away CA per session, its CA file, and env hygiene."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provision.sandbox.ca import SandboxCA
+
+
+@pytest.fixture(scope="session")
+def sandbox_ca() -> SandboxCA:
+    return SandboxCA.create()
+
+
+@pytest.fixture(scope="session")
+def ca_file(sandbox_ca: SandboxCA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sandbox_ca.write_ca(tmp_path_factory.mktemp("ca") / "ca.pem")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strip variables that change TLS or proxy behaviour, and our own."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("PROVISION_", "SSL_CERT_", "ROCKETCHAT_")) or name.lower() in {
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "no_proxy",
+        }:
+            monkeypatch.delenv(name, raising=False)
