@@ -137,6 +137,8 @@ class FailureClass(StrEnum):
     DEADLINE = "deadline"
     # Rocket.Chat (set)
     ROCKETCHAT = "rocketchat"
+    # a bug in provision itself (reported, never a traceback)
+    INTERNAL = "internal-error"
 
     @property
     def exit_code(self) -> ExitCode:
@@ -193,6 +195,7 @@ _EXIT_CODES: dict[FailureClass, ExitCode] = {
     ),
     **dict.fromkeys((_FC.THROTTLED, _FC.TRANSIENT, _FC.TIMEOUT, _FC.DEADLINE), ExitCode.TRANSIENT),
     _FC.ROCKETCHAT: ExitCode.ROCKETCHAT,
+    _FC.INTERNAL: ExitCode.INTERNAL,
 }
 
 

@@ -24,7 +24,9 @@ _ROUTE_ERRNOS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: Python sets ``__traceback__`` on exceptions that pass through a
+# ``with`` block (contextlib), which a frozen dataclass refuses with FrozenInstanceError.
+@dataclass(eq=False)
 class ConnectFailure(Exception):
     """Resolving or connecting failed; carries the class, message and hint."""
 
@@ -58,6 +60,13 @@ async def resolve(rec: Recorder, host: str, port: int, *, prefix: str) -> list[A
     except socket.gaierror as exc:
         raise _dns_failure(exc, host, prefix) from None
     except StepTimeout as exc:
+        if exc.deadline:
+            raise ConnectFailure(
+                FailureClass.DEADLINE,
+                f"the overall deadline ran out while resolving {host}",
+                "raise the overall --timeout, or probe fewer inboxes at once",
+                f"{prefix}.server",
+            ) from None
         raise ConnectFailure(
             FailureClass.DNS_TEMPORARY,
             f"resolving {host} did not finish within {exc.cap:.1f} s",

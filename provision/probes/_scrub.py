@@ -1,0 +1,105 @@
+"""Make server text safe to show: secrets masked, control characters escaped, length clipped.
+
+Servers echo what they were sent surprisingly often (a ``BAD`` quoting the command, a
+proxy's error page), so every reply that reaches a message, a fact or a log line goes
+through :func:`scrub` with the secrets that were on the wire (STYLE.md §3, probe-anchors
+§5 item 11).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from provision.models import Secret
+
+__all__ = ["MASK", "SecretsFilter", "mask", "scrub"]
+
+#: What a secret is replaced with.
+MASK = "***"
+
+#: Longest text kept; server replies longer than this are clipped.
+DEFAULT_LIMIT = 300
+
+
+def scrub(text: str, *secrets: str | Secret | None, limit: int = DEFAULT_LIMIT) -> str:
+    """Return ``text`` with every secret masked, control characters escaped and clipped.
+
+    Each secret is masked as given and in the escaped forms a protocol puts on the wire
+    (an IMAP quoted string escapes ``\\`` and ``"``, RFC 3501 §4.3), so an echoed
+    command does not leak it either.
+
+    Args:
+        text: server text (already decoded).
+        *secrets: passwords or tokens; ``None`` and empty values are ignored.
+        limit: maximum length of the result (an ellipsis marks a cut).
+
+    Returns:
+        Text that is safe for messages, facts and logs.
+    """
+    text = mask(text, *secrets)
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    text = mask(text, *secrets)
+    if len(text) > limit:
+        text = text[: max(0, limit - 1)] + "…"
+    return text
+
+
+def mask(text: str, *secrets: str | Secret | None) -> str:
+    """Replace every secret in ``text`` (in every form :func:`scrub` knows) with :data:`MASK`."""
+    for value in _variants(secrets):
+        text = text.replace(value, MASK)
+    return text
+
+
+class SecretsFilter(logging.Filter):
+    """Masks the secrets of running probes in a third-party logger's records.
+
+    Protocol libraries log what they send and receive at DEBUG (aioimaplib logs every
+    line the server sends, and servers echo commands). Attach one filter to such a
+    logger and wrap each probe in :meth:`guarding`; records that carry a secret are
+    rewritten before any handler sees them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: list[str | Secret] = []
+
+    @contextmanager
+    def guarding(self, *secrets: str | Secret) -> Iterator[None]:
+        """Mask these secrets in records logged while the block runs."""
+        added = [s for s in secrets if s]
+        self._secrets.extend(added)
+        try:
+            yield
+        finally:
+            for secret in added:
+                self._secrets.remove(secret)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            text = record.getMessage()
+            clean = mask(text, *self._secrets)
+            if clean != text:
+                record.msg, record.args = clean, None
+        return True
+
+
+def _variants(secrets: tuple[str | Secret | None, ...]) -> list[str]:
+    out: list[str] = []
+    for secret in secrets:
+        value = secret.reveal() if isinstance(secret, Secret) else secret
+        if not value:
+            continue
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = "".join(
+            ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in value
+        )
+        # repr() of the UTF-8 bytes: how libraries log raw lines (aioimaplib "Received : b'...'").
+        as_bytes = [repr(v.encode("utf-8"))[2:-1] for v in (value, quoted)]
+        for variant in (quoted, escaped, value, *as_bytes):
+            if variant not in out:
+                out.append(variant)
+    # Longest first, so a secret that contains another one is masked whole.
+    return sorted(out, key=len, reverse=True)
