@@ -1,0 +1,296 @@
+"""The ``provision`` command line: parse, call the library, render, exit.
+
+Heavy modules (the probes, aiosmtplib, aioimaplib, httpx, the sandbox servers)
+are imported inside the command bodies so that ``--help`` and ``--version`` stay
+fast. Every outcome ends in a stated exit code (``provision.results.ExitCode``);
+no traceback reaches the user (typer's locals display is off: it can show secrets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from provision import __version__
+from provision.errors import ConfigError, ConfigProblem
+from provision.results import SCHEMA_VERSION, ExitCode
+
+if TYPE_CHECKING:
+    from provision.models import ProbeOptions
+    from provision.results import Report
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="provision",
+    help="Probe, then provision Rocket.Chat omnichannel email inboxes as code.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"provision {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Probe, then provision Rocket.Chat omnichannel email inboxes as code.
+
+    Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
+    13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
+    16 transient (4xx, throttling, timeouts), 20 Rocket.Chat API.
+    """
+
+
+FilesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Inbox files (YAML or JSON); '-' reads standard input.", show_default=False
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Warnings fail the run.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout", min=0.1, metavar="SECONDS", help="Overall deadline for the run, in seconds."
+    ),
+]
+StepTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--step-timeout",
+        min=0.05,
+        metavar="SECONDS",
+        help="Cap on any single network step, in seconds.",
+    ),
+]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", "-c", min=1, metavar="N", help="Inboxes probed at once.")
+]
+CaFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file",
+        metavar="PATH",
+        help="Extra CA certificates (PEM) trusted in addition to the system store.",
+        show_default=False,
+    ),
+]
+EhloOpt = Annotated[
+    str | None,
+    typer.Option("--ehlo-name", metavar="NAME", help="Name sent in SMTP EHLO.", show_default=False),
+]
+NoVerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--smtp-no-verify",
+        help="Do not verify SMTP certificates (Rocket.Chat does; the report shows this).",
+    ),
+]
+SandboxOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sandbox",
+        help="Start the embedded local mail servers and check their inboxes (no files needed).",
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log provision's steps to stderr.")
+]
+
+
+@app.command()
+def check(
+    files: FilesArg = None,
+    json_output: JsonOpt = False,
+    strict: StrictOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    step_timeout: StepTimeoutOpt = 10.0,
+    concurrency: ConcurrencyOpt = 10,
+    ca_file: CaFileOpt = None,
+    ehlo_name: EhloOpt = None,
+    smtp_no_verify: NoVerifyOpt = False,
+    sandbox: SandboxOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
+    _setup_logging(verbose)
+    if not files and not sandbox:
+        _usage_error(
+            "give at least one inbox file ('-' for standard input), or --sandbox", json_output
+        )
+    if files and sandbox:
+        _usage_error(
+            "--sandbox checks the embedded servers; do not give inbox files with it", json_output
+        )
+    from provision.models import ProbeOptions
+
+    options = ProbeOptions(
+        step_timeout=step_timeout,
+        timeout=timeout,
+        concurrency=concurrency,
+        ca_file=_ca_file(ca_file, json_output),
+        strict=strict,
+        ehlo_name=ehlo_name,
+        smtp_verify=not smtp_no_verify,
+    )
+    if sandbox:
+        report = _run(_check_sandbox(options), json_output)
+    else:
+        report = _run(_check_files(files or [], options), json_output)
+    _emit(report, json_output)
+
+
+@app.command(name="sandbox")
+def sandbox_command(
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            metavar="PATH",
+            help="Where to write the inbox file and CA (default: a temp dir).",
+        ),
+    ] = None,
+) -> None:
+    """Run local SMTP and IMAP servers with a throw-away CA until interrupted."""
+    from provision.sandbox.runner import serve_forever
+
+    try:
+        asyncio.run(serve_forever(directory, announce=typer.echo))
+    except KeyboardInterrupt:
+        typer.echo("sandbox stopped", err=True)
+    raise typer.Exit(0)
+
+
+async def _check_files(files: list[str], options: ProbeOptions) -> Report:
+    from provision.config import load_inboxes
+    from provision.pipeline import check as run_check
+
+    loaded = load_inboxes(files)
+    return await run_check(loaded.inboxes, options, input_warnings=loaded.warnings)
+
+
+async def _check_sandbox(options: ProbeOptions) -> Report:
+    import dataclasses
+
+    from provision.config import load_inboxes
+    from provision.pipeline import check as run_check
+    from provision.sandbox.runner import running_sandbox
+
+    async with running_sandbox() as box:
+        loaded = load_inboxes([str(box.inbox_file)])
+        options = dataclasses.replace(options, ca_file=options.ca_file or box.ca_file)
+        return await run_check(loaded.inboxes, options, input_warnings=loaded.warnings)
+
+
+def _run(coro: Coroutine[Any, Any, Report], json_output: bool) -> Report:
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        _config_error(exc.problems, json_output)
+
+
+def _emit(report: Report, json_output: bool) -> NoReturn:
+    from provision.report import render_json, render_text
+
+    if json_output:
+        typer.echo(render_json(report))
+    else:
+        typer.echo(render_text(report, color=_color()))
+    raise typer.Exit(int(report.exit_code))
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _ca_file(path: Path | None, json_output: bool) -> Path | None:
+    if path is None:
+        return None
+    import ssl
+
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a PEM certificate bundle"
+        _config_error(
+            [ConfigProblem(f"cannot use as a CA file: {reason}", file=str(path))], json_output
+        )
+    return path
+
+
+def _usage_error(message: str, json_output: bool) -> NoReturn:
+    _config_error([ConfigProblem(message)], json_output)
+
+
+def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if json_output:
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "ok": False,
+            "exit_code": int(ExitCode.USAGE),
+            "errors": [
+                {
+                    "file": p.file,
+                    "line": p.line,
+                    "inbox": p.inbox,
+                    "field": p.field,
+                    "message": p.message,
+                }
+                for p in problems
+            ],
+            "inboxes": [],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+    raise typer.Exit(int(ExitCode.USAGE))
+
+
+def _setup_logging(verbose: bool) -> None:
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger = logging.getLogger("provision")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+
+
+def main() -> None:
+    """Console entry point: the only place an unexpected exception is caught."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("PROVISION_DEBUG"):
+            raise
+        # The type only: an exception's text may quote input, including secrets.
+        typer.echo(
+            f"internal error: {type(exc).__name__} (a bug in provision; "
+            "run with PROVISION_DEBUG=1 to see the traceback)",
+            err=True,
+        )
+        raise SystemExit(int(ExitCode.INTERNAL)) from None

@@ -1,0 +1,128 @@
+"""Running probes over a batch: the library entry points behind ``provision check``.
+
+Inboxes run concurrently under a semaphore (``ProbeOptions.concurrency``); the
+SMTP and IMAP probes of one inbox run concurrently; every step is capped and one
+deadline (``ProbeOptions.timeout``) bounds the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+
+from provision.models import Inbox, ProbeOptions
+from provision.results import (
+    FailureClass,
+    Finding,
+    InboxResult,
+    Report,
+    Stage,
+    StageResult,
+)
+
+__all__ = ["check", "probe_inbox", "report_settings"]
+
+#: Extra time past the deadline before a probe that ignored it is abandoned. Steps
+#: already stop at the deadline; this only guards against a library that does not.
+_GRACE = 2.0
+
+
+def report_settings(options: ProbeOptions) -> dict[str, object]:
+    """The options a report shows, so that any loosened check is visible."""
+    return {
+        "timeout": options.timeout,
+        "step_timeout": options.step_timeout,
+        "concurrency": options.concurrency,
+        "ca_file": str(options.ca_file) if options.ca_file else None,
+        "smtp_verify": options.smtp_verify,
+        "imap_verify": False,  # Rocket.Chat's node-imap never verifies (spec §3.2)
+        "ehlo_name": options.ehlo_name,
+    }
+
+
+async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -> InboxResult:
+    """Probe one inbox: SMTP and IMAP at once, results in that order."""
+    from provision.probes.imap import probe_imap
+    from provision.probes.smtp import probe_smtp
+
+    result = InboxResult(
+        name=inbox.name, email=inbox.email, file=inbox.source.file, line=inbox.source.line
+    )
+    stages = await asyncio.gather(
+        _guarded(Stage.SMTP, probe_smtp(inbox, options, deadline=deadline)),
+        _guarded(Stage.IMAP, probe_imap(inbox, options, deadline=deadline)),
+    )
+    result.stages.extend(stages)
+    return result
+
+
+async def _guarded(stage: Stage, probe: Awaitable[StageResult]) -> StageResult:
+    """Turn a bug inside a probe into a reported failure instead of a traceback."""
+    try:
+        return await probe
+    except Exception as exc:  # a bug: report its type only, the text may hold anything
+        return StageResult(stage=stage).fail(
+            FailureClass.INTERNAL,
+            f"internal error in the {stage.value} probe ({type(exc).__name__})",
+            hint="this is a bug in provision; run with PROVISION_DEBUG=1 and report it",
+        )
+
+
+async def check(
+    inboxes: Sequence[Inbox],
+    options: ProbeOptions | None = None,
+    *,
+    input_warnings: Mapping[int, Sequence[Finding]] | None = None,
+) -> Report:
+    """Probe every inbox and return the report (``provision check`` as a library call).
+
+    Args:
+        inboxes: the inboxes, in input order (that order decides the exit code).
+        options: caps, deadline, concurrency, TLS trust; defaults if omitted.
+        input_warnings: findings from loading the input, by index into ``inboxes``.
+
+    Returns:
+        A :class:`~provision.results.Report`; it never raises for network outcomes.
+    """
+    options = options or ProbeOptions()
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + options.timeout
+    gate = asyncio.Semaphore(max(1, options.concurrency))
+
+    async def one(inbox: Inbox) -> InboxResult:
+        async with gate:
+            return await probe_inbox(inbox, options, deadline=deadline)
+
+    tasks = [asyncio.ensure_future(one(inbox)) for inbox in inboxes]
+    if tasks:
+        await asyncio.wait(tasks, timeout=options.timeout + _GRACE)
+    report = Report(command="check", strict=options.strict, settings=report_settings(options))
+    for index, (inbox, task) in enumerate(zip(inboxes, tasks, strict=True)):
+        if task.done():
+            result = task.result()
+        else:
+            task.cancel()
+            result = _abandoned(inbox, options)
+        result.warnings.extend((input_warnings or {}).get(index, ()))
+        report.inboxes.append(result)
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    report.elapsed_ms = (time.perf_counter() - started) * 1000
+    return report
+
+
+def _abandoned(inbox: Inbox, options: ProbeOptions) -> InboxResult:
+    result = InboxResult(
+        name=inbox.name, email=inbox.email, file=inbox.source.file, line=inbox.source.line
+    )
+    for stage in (Stage.SMTP, Stage.IMAP):
+        result.stages.append(
+            StageResult(stage=stage).fail(
+                FailureClass.DEADLINE,
+                f"the overall deadline of {options.timeout:g} s ran out",
+                hint="raise --timeout, or lower --concurrency for large batches",
+            )
+        )
+    return result

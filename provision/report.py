@@ -1,0 +1,137 @@
+"""Rendering a :class:`~provision.results.Report`: pure functions returning ``str``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from provision.results import Finding, InboxResult, Report, StageResult, Status
+
+__all__ = ["render_json", "render_text"]
+
+_MARK = {
+    Status.PASSED: "ok",
+    Status.WARNING: "warn",
+    Status.FAILED: "FAIL",
+    Status.SKIPPED: "skip",
+}
+_COLOR = {
+    Status.PASSED: "\x1b[32m",
+    Status.WARNING: "\x1b[33m",
+    Status.FAILED: "\x1b[31m",
+    Status.SKIPPED: "\x1b[2m",
+}
+_RESET = "\x1b[0m"
+
+
+def render_json(report: Report) -> str:
+    """The report as JSON (``schema_version`` 1, documented in the README)."""
+    return json.dumps(report.to_json(), indent=2, sort_keys=False)
+
+
+def render_text(report: Report, *, color: bool = False) -> str:
+    """The report for a person: one block per inbox, failures first in each block."""
+
+    def paint(status: Status, text: str) -> str:
+        return f"{_COLOR[status]}{text}{_RESET}" if color else text
+
+    lines: list[str] = []
+    for inbox in report.inboxes:
+        lines.extend(_inbox_lines(inbox, report.strict, paint))
+        lines.append("")
+    lines.append(_summary(report))
+    loosened = _loosened(report.settings)
+    if loosened:
+        lines.append(f"note: {loosened}")
+    return "\n".join(lines)
+
+
+def _inbox_lines(inbox: InboxResult, strict: bool, paint: Any) -> list[str]:
+    status = inbox.status(strict=strict)
+    where = f"  ({inbox.file}:{inbox.line})" if inbox.file and inbox.line else ""
+    lines = [f"{paint(status, f'[{_MARK[status]}]')} {inbox.name} <{inbox.email}>{where}"]
+    for finding in inbox.warnings:
+        lines.extend(_finding_lines(finding, "input", paint))
+    for stage in inbox.stages:
+        lines.extend(_stage_lines(stage, paint))
+    for key, value in inbox.extra.items():
+        if isinstance(value, str | int | float) and key not in {"status"}:
+            lines.append(f"    {key}: {value}")
+    return lines
+
+
+def _stage_lines(stage: StageResult, paint: Any) -> list[str]:
+    summary = _stage_summary(stage)
+    head = f"    {stage.stage.value:<6} {paint(stage.status, f'{stage.status.value:<8}')}"
+    head += f" {stage.elapsed_ms:7.0f} ms  {summary}".rstrip()
+    lines = [head]
+    if stage.status is Status.FAILED:
+        label = stage.failure.value if stage.failure else "failed"
+        field = f" [{stage.field}]" if stage.field else ""
+        lines.append(f"           {label}{field}: {stage.message or ''}".rstrip())
+        if stage.hint:
+            lines.append(f"           hint: {stage.hint}")
+        lines.append(f"           steps: {_steps(stage)}")
+    for finding in stage.warnings:
+        lines.extend(_finding_lines(finding, stage.stage.value, paint))
+    return lines
+
+
+def _finding_lines(finding: Finding, where: str, paint: Any) -> list[str]:
+    field = f" [{finding.field}]" if finding.field else ""
+    lines = [
+        f"           {paint(Status.WARNING, 'warning')} {finding.code}{field}: {finding.message}"
+    ]
+    if finding.hint:
+        lines.append(f"           hint: {finding.hint}")
+    return lines
+
+
+def _stage_summary(stage: StageResult) -> str:
+    facts = stage.facts
+    parts: list[str] = []
+    if isinstance(facts.get("plan"), str):
+        parts.append(facts["plan"])
+    if isinstance(facts.get("address"), str):
+        parts.append(facts["address"])
+    tls = facts.get("tls")
+    if isinstance(tls, dict) and tls.get("version"):
+        parts.append(str(tls["version"]))
+    if isinstance(facts.get("auth_mechanism"), str):
+        parts.append(f"AUTH {facts['auth_mechanism']}")
+    if isinstance(facts.get("action"), str):
+        parts.append(facts["action"])
+    return " | ".join(parts)
+
+
+def _steps(stage: StageResult) -> str:
+    out = []
+    for step in stage.steps:
+        mark = {"passed": "", "failed": " x", "skipped": " -", "warning": " !"}[step.status.value]
+        where = f"@{step.address}" if step.address else ""
+        out.append(f"{step.step.value}{where} {step.elapsed_ms:.0f}ms{mark}")
+    return ", ".join(out) or "none"
+
+
+def _summary(report: Report) -> str:
+    counts: dict[Status, int] = {}
+    for inbox in report.inboxes:
+        status = inbox.status(strict=report.strict)
+        counts[status] = counts.get(status, 0) + 1
+    n = len(report.inboxes)
+    parts = [f"{counts[s]} {s.value}" for s in Status if counts.get(s)]
+    noun = "inbox" if n == 1 else "inboxes"
+    detail = ", ".join(parts) if parts else "nothing to do"
+    return (
+        f"{report.command}: {n} {noun}, {detail} in {report.elapsed_ms / 1000:.2f} s "
+        f"(exit {int(report.exit_code)})"
+    )
+
+
+def _loosened(settings: dict[str, Any]) -> str:
+    notes = []
+    if settings.get("smtp_verify") is False:
+        notes.append("SMTP certificate verification is OFF (--smtp-no-verify)")
+    if settings.get("allow_http"):
+        notes.append("plain HTTP to Rocket.Chat allowed (--allow-http)")
+    return "; ".join(notes)

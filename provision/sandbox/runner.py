@@ -1,0 +1,125 @@
+"""``provision sandbox``: local SMTP and IMAP servers, a throw-away CA, and an inbox file.
+
+The servers are real (aiosmtpd with AUTH, STARTTLS and implicit TLS; pymap for
+IMAP over implicit TLS) and listen on 127.0.0.1 ports chosen by the OS. The
+inbox file reads its password with ``${file:password}``, as a real deployment
+would read a secret file, so no secret is written into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from provision.sandbox.ca import CertKind, SandboxCA
+from provision.sandbox.imapd import start_imap_server
+from provision.sandbox.smtpd import start_smtp_server
+
+__all__ = ["Sandbox", "running_sandbox", "serve_forever"]
+
+_USER = "support@example.com"
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """What a running sandbox offers: its files and ports."""
+
+    directory: Path
+    inbox_file: Path
+    ca_file: Path
+    smtp_starttls_port: int
+    smtp_tls_port: int
+    imap_tls_port: int
+
+
+@contextlib.asynccontextmanager
+async def running_sandbox(directory: Path | None = None) -> AsyncIterator[Sandbox]:
+    """Start the sandbox servers, write its files, and stop everything on exit.
+
+    Args:
+        directory: where to write ``inboxes.yaml``, ``ca.pem`` and ``password``;
+            a temporary directory (removed on exit) when ``None``.
+    """
+    with contextlib.ExitStack() as files:
+        if directory is None:
+            directory = Path(files.enter_context(tempfile.TemporaryDirectory(prefix="provision-")))
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = SandboxCA.create()
+        context = ca.server_context(CertKind.VALID)
+        password = secrets.token_urlsafe(18)
+        async with contextlib.AsyncExitStack() as servers:
+            starttls = await start_smtp_server(
+                mode="starttls", tls_context=context, users={_USER: password}
+            )
+            servers.push_async_callback(starttls.close)
+            implicit = await start_smtp_server(
+                mode="implicit", tls_context=context, users={_USER: password}
+            )
+            servers.push_async_callback(implicit.close)
+            imap = await start_imap_server(
+                implicit_tls=True, tls_context=context, user=_USER, password=password
+            )
+            servers.push_async_callback(imap.close)
+            box = Sandbox(
+                directory=directory,
+                inbox_file=directory / "inboxes.yaml",
+                ca_file=ca.write_ca(directory / "ca.pem"),
+                smtp_starttls_port=starttls.port,
+                smtp_tls_port=implicit.port,
+                imap_tls_port=imap.port,
+            )
+            secret = directory / "password"
+            secret.touch(mode=0o600)
+            secret.write_text(password + "\n")
+            box.inbox_file.write_text(_inbox_file(box))
+            yield box
+
+
+def _inbox_file(box: Sandbox) -> str:
+    def inbox(name: str, email: str, smtp_port: int, smtp_secure: bool) -> str:
+        return f"""\
+  - name: {name}
+    email: {email}
+    active: true
+    senderInfo: {name} (sandbox)
+    smtp:
+      server: localhost
+      port: {smtp_port}
+      username: {_USER}
+      password: ${{file:password}}
+      secure: {"true" if smtp_secure else "false"}
+    imap:
+      server: localhost
+      port: {box.imap_tls_port}
+      username: {_USER}
+      password: ${{file:password}}
+      secure: true
+      maxRetries: 10
+"""
+
+    return (
+        "# Written by `provision sandbox`: inboxes on its local servers. The password\n"
+        "# is read from the file beside this one; the certificates come from ca.pem.\n"
+        "inboxes:\n"
+        + inbox("Support", "support@example.com", box.smtp_starttls_port, smtp_secure=False)
+        + inbox("Sales", "sales@example.com", box.smtp_tls_port, smtp_secure=True)
+    )
+
+
+async def serve_forever(directory: Path | None, *, announce: Callable[[str], None]) -> None:
+    """Run the sandbox until cancelled (Ctrl-C), telling the user how to use it."""
+    async with running_sandbox(directory) as box:
+        announce(
+            f"sandbox running (Ctrl-C to stop); files in {box.directory}\n"
+            f"  SMTP STARTTLS  localhost:{box.smtp_starttls_port}\n"
+            f"  SMTP TLS       localhost:{box.smtp_tls_port}\n"
+            f"  IMAP TLS       localhost:{box.imap_tls_port}\n"
+            f"check it with:\n"
+            f"  provision check {box.inbox_file} --ca-file {box.ca_file}"
+        )
+        await asyncio.Event().wait()
