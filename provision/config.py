@@ -49,7 +49,7 @@ from provision.models import (
 )
 from provision.results import ExitCode, Finding
 
-__all__ = ["LoadResult", "inbox_to_body", "load_inboxes"]
+__all__ = ["LoadResult", "load_inboxes"]
 
 #: File name shown for ``-``.
 STDIN_NAME = "<stdin>"
@@ -1055,38 +1055,3 @@ def load_inboxes(
     inboxes = [item.inbox for item in loaded if item.inbox is not None]
     warnings = {index: item.warnings for index, item in enumerate(loaded) if item.warnings}
     return LoadResult(inboxes=inboxes, warnings=warnings)
-
-
-def inbox_to_body(inbox: Inbox, *, reveal: bool) -> dict[str, Any]:
-    """Return the portable body of ``POST /api/v1/email-inbox`` (spec §1.2) for an inbox.
-
-    ``description``, ``senderInfo`` and ``department`` are sent only when set; ``_id`` is
-    never included.
-
-    Args:
-        inbox: the inbox.
-        reveal: put the real passwords in; otherwise they read ``"***"``.
-
-    Returns:
-        A JSON-ready dict in the key order of the spec.
-    """
-    body: dict[str, Any] = {"active": inbox.active, "name": inbox.name, "email": inbox.email}
-    optional = {
-        "description": inbox.description,
-        "senderInfo": inbox.sender_info,
-        "department": inbox.department,
-    }
-    body.update({key: value for key, value in optional.items() if value is not None})
-    body["smtp"] = _server_body(inbox.smtp, reveal=reveal)
-    body["imap"] = {**_server_body(inbox.imap, reveal=reveal), "maxRetries": inbox.imap.max_retries}
-    return body
-
-
-def _server_body(settings: SmtpSettings | ImapSettings, *, reveal: bool) -> dict[str, Any]:
-    return {
-        "server": settings.server,
-        "port": settings.port,
-        "username": settings.username,
-        "password": settings.password.reveal() if reveal else "***",
-        "secure": settings.secure,
-    }

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from provision.config import LoadResult, inbox_to_body, load_inboxes
+from provision.config import LoadResult, load_inboxes
 from provision.errors import ConfigError, ConfigProblem
 from provision.models import DEFAULT_MAX_RETRIES, Inbox, Secret
 from provision.results import ExitCode
@@ -1172,68 +1172,6 @@ def test_invalid_reference_in_password_not_echoed() -> None:
 
     assert problem.message == "invalid reference; use ${NAME} or ${file:PATH}"
     assert CANARY not in str(problem)
-
-
-# --- inbox_to_body --------------------------------------------------------------------
-
-
-def test_inbox_to_body_hides_passwords() -> None:
-    [inbox] = load_text(edit(BASE, "imap.maxRetries", "12")).inboxes
-
-    body = inbox_to_body(inbox, reveal=False)
-
-    assert body == {
-        "active": True,
-        "name": "Support",
-        "email": "support@example.com",
-        "smtp": {
-            "server": "smtp.example.com",
-            "port": 587,
-            "username": "support",
-            "password": "***",
-            "secure": False,
-        },
-        "imap": {
-            "server": "imap.example.com",
-            "port": 993,
-            "username": "support",
-            "password": "***",
-            "secure": True,
-            "maxRetries": 12,
-        },
-    }
-    assert "smtp-pass" not in json.dumps(body)
-
-
-def test_inbox_to_body_reveal_and_optional_fields() -> None:
-    text = BASE + "description: ''\nsenderInfo: Team\ndepartment: dep1\nactive: false\n"
-    [inbox] = load_text(text).inboxes
-
-    body = inbox_to_body(inbox, reveal=True)
-
-    assert list(body) == [
-        "active",
-        "name",
-        "email",
-        "description",
-        "senderInfo",
-        "department",
-        "smtp",
-        "imap",
-    ]
-    assert (body["description"], body["senderInfo"], body["department"]) == ("", "Team", "dep1")
-    assert body["active"] is False
-    assert body["smtp"]["password"] == "smtp-pass"
-    assert body["imap"]["password"] == "imap-pass"
-    assert body["imap"]["maxRetries"] == DEFAULT_MAX_RETRIES
-    assert json.loads(json.dumps(body)) == body
-
-
-def test_inbox_to_body_default_inbox_model() -> None:
-    inbox = load_text(BASE).inboxes[0]
-
-    assert isinstance(inbox, Inbox)
-    assert "department" not in inbox_to_body(inbox, reveal=False)
 
 
 # --- properties ------------------------------------------------------------------------
