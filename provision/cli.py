@@ -162,6 +162,153 @@ def check(
     _emit(report, json_output)
 
 
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="ROCKETCHAT_URL",
+        metavar="URL",
+        help="Rocket.Chat base URL (or ROCKETCHAT_URL).",
+        show_default=False,
+    ),
+]
+
+
+@app.command(name="set")
+def set_command(
+    files: FilesArg = None,
+    server: ServerOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Probe and print the plan; write nothing.")
+    ] = False,
+    send_test: Annotated[
+        bool,
+        typer.Option("--send-test", help="After a write, ask Rocket.Chat to send its test mail."),
+    ] = False,
+    wait_active: Annotated[
+        float,
+        typer.Option(
+            "--wait-active",
+            min=0,
+            metavar="SECONDS",
+            help="Re-read written inboxes this long; fail if Rocket.Chat switches one off.",
+        ),
+    ] = 0.0,
+    allow_http: Annotated[
+        bool,
+        typer.Option("--allow-http", help="Allow plain HTTP to a non-loopback Rocket.Chat."),
+    ] = False,
+    two_factor_code: Annotated[
+        str | None,
+        typer.Option(
+            "--2fa-code",
+            metavar="CODE",
+            help="2FA code for a password login (or ROCKETCHAT_2FA_CODE).",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+    strict: StrictOpt = False,
+    timeout: TimeoutOpt = 120.0,
+    step_timeout: StepTimeoutOpt = 10.0,
+    concurrency: ConcurrencyOpt = 10,
+    ca_file: CaFileOpt = None,
+    ehlo_name: EhloOpt = None,
+    smtp_no_verify: NoVerifyOpt = False,
+    sandbox: SandboxOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
+
+    Credentials come from the environment: ROCKETCHAT_USER_ID + ROCKETCHAT_AUTH_TOKEN
+    (a personal access token), or ROCKETCHAT_USER + ROCKETCHAT_PASSWORD.
+    """
+    _setup_logging(verbose)
+    if not files and not sandbox:
+        _usage_error(
+            "give at least one inbox file ('-' for standard input), or --sandbox", json_output
+        )
+    if files and sandbox:
+        _usage_error(
+            "--sandbox uses the embedded servers; do not give inbox files with it", json_output
+        )
+    if not sandbox and not server:
+        _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", json_output)
+    from provision.models import ProbeOptions
+
+    options = ProbeOptions(
+        step_timeout=step_timeout,
+        timeout=timeout,
+        concurrency=concurrency,
+        ca_file=_ca_file(ca_file, json_output),
+        strict=strict,
+        ehlo_name=ehlo_name,
+        smtp_verify=not smtp_no_verify,
+    )
+    switches = {
+        "allow_http": allow_http,
+        "dry_run": dry_run,
+        "send_test": send_test,
+        "wait_active": wait_active,
+    }
+    from provision.results import Report
+
+    progress = Report(command="set", strict=strict)
+    if sandbox:
+        coro = _set_sandbox(options, switches, progress)
+    else:
+        coro = _set_files(files or [], server or "", two_factor_code, options, switches, progress)
+    try:
+        report = _run(coro, json_output)
+    except KeyboardInterrupt:
+        progress.settings["interrupted"] = True
+        typer.echo("interrupted: the report shows what was written", err=True)
+        _emit(progress, json_output, code=130)
+    _emit(report, json_output)
+
+
+async def _set_files(
+    files: list[str],
+    server: str,
+    code: str | None,
+    options: ProbeOptions,
+    switches: dict[str, Any],
+    progress: Report,
+) -> Report:
+    from provision.apply import SetOptions, set_inboxes
+    from provision.config import load_inboxes
+    from provision.rocketchat import check_url, credentials_from_env
+
+    loaded = load_inboxes(files)
+    credentials = credentials_from_env(os.environ, code=code)
+    check_url(server, allow_http=switches["allow_http"])
+    target = SetOptions(server=server, credentials=credentials, **switches)
+    return await set_inboxes(
+        loaded.inboxes, options, target, input_warnings=loaded.warnings, progress=progress
+    )
+
+
+async def _set_sandbox(options: ProbeOptions, switches: dict[str, Any], progress: Report) -> Report:
+    import dataclasses
+
+    from provision.apply import SetOptions, set_inboxes
+    from provision.config import load_inboxes
+    from provision.rocketchat import TokenAuth
+    from provision.sandbox.runner import running_sandbox
+
+    async with running_sandbox() as box:
+        loaded = load_inboxes([str(box.inbox_file)])
+        options = dataclasses.replace(options, ca_file=options.ca_file or box.ca_file)
+        target = SetOptions(
+            server=box.rocketchat_url,
+            credentials=TokenAuth(user_id=box.user_id, token=box.token),
+            **switches,
+        )
+        return await set_inboxes(
+            loaded.inboxes, options, target, input_warnings=loaded.warnings, progress=progress
+        )
+
+
 @app.command(name="sandbox")
 def sandbox_command(
     directory: Annotated[
@@ -211,14 +358,14 @@ def _run(coro: Coroutine[Any, Any, Report], json_output: bool) -> Report:
         _config_error(exc.problems, json_output)
 
 
-def _emit(report: Report, json_output: bool) -> NoReturn:
+def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoReturn:
     from provision.report import render_json, render_text
 
     if json_output:
         typer.echo(render_json(report))
     else:
         typer.echo(render_text(report, color=_color()))
-    raise typer.Exit(int(report.exit_code))
+    raise typer.Exit(int(report.exit_code) if code is None else code)
 
 
 def _color() -> bool:

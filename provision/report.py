@@ -54,9 +54,10 @@ def _inbox_lines(inbox: InboxResult, strict: bool, paint: Any) -> list[str]:
         lines.extend(_finding_lines(finding, "input", paint))
     for stage in inbox.stages:
         lines.extend(_stage_lines(stage, paint))
-    for key, value in inbox.extra.items():
-        if isinstance(value, str | int | float) and key not in {"status"}:
-            lines.append(f"    {key}: {value}")
+    action = inbox.extra.get("action")
+    if action:
+        ident = inbox.extra.get("id")
+        lines.append(f"    => {action}" + (f" (id {ident})" if ident else ""))
     return lines
 
 
@@ -99,8 +100,8 @@ def _stage_summary(stage: StageResult) -> str:
         parts.append(str(tls["version"]))
     if isinstance(facts.get("auth_mechanism"), str):
         parts.append(f"AUTH {facts['auth_mechanism']}")
-    if isinstance(facts.get("action"), str):
-        parts.append(facts["action"])
+    if not parts and stage.message and stage.status is not Status.FAILED:
+        parts.append(stage.message)
     return " | ".join(parts)
 
 
@@ -122,6 +123,13 @@ def _summary(report: Report) -> str:
     parts = [f"{counts[s]} {s.value}" for s in Status if counts.get(s)]
     noun = "inbox" if n == 1 else "inboxes"
     detail = ", ".join(parts) if parts else "nothing to do"
+    actions: dict[str, int] = {}
+    for inbox in report.inboxes:
+        if inbox.extra.get("action"):
+            name = str(inbox.extra["action"])
+            actions[name] = actions.get(name, 0) + 1
+    if actions:
+        detail += " (" + ", ".join(f"{n} {a}" for a, n in actions.items()) + ")"
     return (
         f"{report.command}: {n} {noun}, {detail} in {report.elapsed_ms / 1000:.2f} s "
         f"(exit {int(report.exit_code)})"

@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from provision.models import Secret
 from provision.sandbox.ca import CertKind, SandboxCA
 from provision.sandbox.imapd import start_imap_server
+from provision.sandbox.rocketchat import RocketChatDouble, start_rocketchat
 from provision.sandbox.smtpd import start_smtp_server
 
 __all__ = ["Sandbox", "running_sandbox", "serve_forever"]
@@ -35,6 +37,11 @@ class Sandbox:
     smtp_starttls_port: int
     smtp_tls_port: int
     imap_tls_port: int
+    rocketchat_url: str
+    rocketchat_env: Path
+    user_id: str
+    token: Secret
+    rocketchat: RocketChatDouble
 
 
 @contextlib.asynccontextmanager
@@ -65,6 +72,11 @@ async def running_sandbox(directory: Path | None = None) -> AsyncIterator[Sandbo
                 implicit_tls=True, tls_context=context, user=_USER, password=password
             )
             servers.push_async_callback(imap.close)
+            double = RocketChatDouble()
+            admin = double.add_admin("sandbox-admin")
+            double.add_department("Support")
+            rocketchat = await start_rocketchat(double)
+            servers.push_async_callback(rocketchat.close)
             box = Sandbox(
                 directory=directory,
                 inbox_file=directory / "inboxes.yaml",
@@ -72,10 +84,21 @@ async def running_sandbox(directory: Path | None = None) -> AsyncIterator[Sandbo
                 smtp_starttls_port=starttls.port,
                 smtp_tls_port=implicit.port,
                 imap_tls_port=imap.port,
+                rocketchat_url=rocketchat.url,
+                rocketchat_env=directory / "rocketchat.env",
+                user_id=admin.id,
+                token=Secret(admin.token),
+                rocketchat=double,
             )
             secret = directory / "password"
             secret.touch(mode=0o600)
             secret.write_text(password + "\n")
+            box.rocketchat_env.touch(mode=0o600)
+            box.rocketchat_env.write_text(
+                f"ROCKETCHAT_URL={box.rocketchat_url}\n"
+                f"ROCKETCHAT_USER_ID={box.user_id}\n"
+                f"ROCKETCHAT_AUTH_TOKEN={box.token.reveal()}\n"
+            )
             box.inbox_file.write_text(_inbox_file(box))
             yield box
 
@@ -87,6 +110,7 @@ def _inbox_file(box: Sandbox) -> str:
     email: {email}
     active: true
     senderInfo: {name} (sandbox)
+    department: Support
     smtp:
       server: localhost
       port: {smtp_port}
@@ -119,7 +143,12 @@ async def serve_forever(directory: Path | None, *, announce: Callable[[str], Non
             f"  SMTP STARTTLS  localhost:{box.smtp_starttls_port}\n"
             f"  SMTP TLS       localhost:{box.smtp_tls_port}\n"
             f"  IMAP TLS       localhost:{box.imap_tls_port}\n"
+            f"  Rocket.Chat    {box.rocketchat_url} (a test double; its token is in "
+            f"{box.rocketchat_env})\n"
             f"check it with:\n"
-            f"  provision check {box.inbox_file} --ca-file {box.ca_file}"
+            f"  provision check {box.inbox_file} --ca-file {box.ca_file}\n"
+            f"provision it (run twice: the second run changes nothing):\n"
+            f"  set -a; . {box.rocketchat_env}; set +a\n"
+            f"  provision set {box.inbox_file} --ca-file {box.ca_file}"
         )
         await asyncio.Event().wait()

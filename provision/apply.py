@@ -1,0 +1,373 @@
+"""``provision set``: probe, then create or update each inbox on Rocket.Chat, idempotently.
+
+Stages per inbox: validate (``provision.config``) -> probe (smtp, imap) -> submit ->
+verify. Only an inbox whose every probe passed (and, with ``--strict``, drew no
+warning) is sent to Rocket.Chat; the others get ``submit: skipped``. Each inbox is
+one ``POST /api/v1/email-inbox``, so nothing is ever half-written:
+
+* submit: ``email-inbox.search`` by address, then **create** (no ``_id``),
+  **update** (with ``_id``, only when a field differs, passwords included) or
+  **unchanged** (no write at all);
+* verify: read the inbox back by id and compare; with ``wait_active`` keep reading
+  and fail if Rocket.Chat switched it off (spec §3.2, §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from provision.errors import ConfigError, ConfigProblem
+from provision.models import Inbox, ProbeOptions
+from provision.results import (
+    FailureClass,
+    Finding,
+    InboxResult,
+    Report,
+    Stage,
+    StageResult,
+    Status,
+)
+
+if TYPE_CHECKING:
+    from provision.rocketchat import Credentials, RocketChat, RocketChatCallError
+
+__all__ = ["Action", "SetOptions", "set_inboxes"]
+
+
+class Action:
+    """What ``set`` did (or, with ``dry_run``, would do) to an inbox."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    # dry run
+    CREATE = "create"
+    UPDATE = "update"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetOptions:
+    """Where and how ``set`` writes.
+
+    Attributes:
+        server: Rocket.Chat base URL.
+        credentials: a token, or a user and password (see ``provision.rocketchat``).
+        allow_http: plain HTTP to a non-loopback server (shown in the report).
+        dry_run: plan only; nothing is written.
+        send_test: after a write, ask Rocket.Chat to send its test mail.
+        wait_active: seconds to keep re-reading a written inbox; fail if it turns inactive.
+        write_concurrency: inboxes submitted at once (the client waits out 429s).
+    """
+
+    server: str
+    credentials: Credentials
+    allow_http: bool = False
+    dry_run: bool = False
+    send_test: bool = False
+    wait_active: float = 0.0
+    write_concurrency: int = 2
+
+
+#: How often ``wait_active`` re-reads an inbox.
+_POLL = 1.0
+
+
+async def set_inboxes(
+    inboxes: Sequence[Inbox],
+    options: ProbeOptions,
+    target: SetOptions,
+    *,
+    input_warnings: Mapping[int, Sequence[Finding]] | None = None,
+    progress: Report | None = None,
+) -> Report:
+    """Probe every inbox, then submit and verify those whose probes passed.
+
+    Args:
+        inboxes: the inboxes in input order (addresses must be unique).
+        options: probe options; ``options.timeout`` bounds the whole run.
+        target: the Rocket.Chat server, credentials and ``set`` switches.
+        input_warnings: findings from loading, by index into ``inboxes``.
+        progress: a report to fill in as the run goes (so an interrupted run can
+            still show what was written); a new one when ``None``.
+
+    Returns:
+        The report: stages smtp, imap, submit, verify per inbox, plus ``action``
+        and ``id``.
+
+    Raises:
+        ConfigError: a department name is unknown or ambiguous, or the URL is refused
+            (before any probe or write).
+    """
+    from provision.pipeline import check, report_settings
+    from provision.rocketchat import RocketChatCallError, open_rocketchat
+
+    started = time.perf_counter()
+    deadline = time.monotonic() + options.timeout
+    report = progress if progress is not None else Report(command="set")
+    report.command = "set"
+    report.strict = options.strict
+    report.settings = {
+        **report_settings(options),
+        "server": target.server,
+        "allow_http": target.allow_http,
+        "dry_run": target.dry_run,
+    }
+    try:
+        async with open_rocketchat(
+            target.server,
+            target.credentials,
+            ca_file=options.ca_file,
+            allow_http=target.allow_http,
+            http_timeout=options.step_timeout,
+            deadline=deadline,
+        ) as rc:
+            info = rc.info
+            report.settings["rocketchat_version"] = info.version
+            departments = await _resolve_departments(rc, inboxes)
+            probed = await check(inboxes, options, input_warnings=input_warnings)
+            report.inboxes[:] = probed.inboxes
+            gate = asyncio.Semaphore(max(1, target.write_concurrency))
+
+            async def one(inbox: Inbox, result: InboxResult) -> None:
+                async with gate:
+                    await _submit_and_verify(
+                        rc, inbox, result, departments.get(inbox.email), target, options
+                    )
+
+            async with asyncio.TaskGroup() as group:
+                for inbox, result in zip(inboxes, report.inboxes, strict=True):
+                    group.create_task(one(inbox, result))
+    except RocketChatCallError as exc:
+        _unreachable(report, inboxes, exc)
+    report.elapsed_ms = (time.perf_counter() - started) * 1000
+    return report
+
+
+async def _resolve_departments(rc: RocketChat, inboxes: Sequence[Inbox]) -> dict[str, str]:
+    """Department ids by inbox address; names resolved through the Omnichannel API."""
+    from provision.rocketchat import RocketChatDepartmentError
+
+    resolved: dict[str, str] = {}
+    cache: dict[str, str] = {}
+    problems: list[ConfigProblem] = []
+    for inbox in inboxes:
+        if not inbox.department:
+            continue
+        try:
+            if inbox.department not in cache:
+                cache[inbox.department] = await rc.resolve_department(inbox.department)
+            resolved[inbox.email] = cache[inbox.department]
+        except RocketChatDepartmentError as exc:
+            hint = f" ({exc.hint})" if exc.hint else ""
+            problems.append(
+                ConfigProblem(
+                    f"{exc.message}{hint}",
+                    file=inbox.source.file,
+                    line=inbox.source.line_of("department"),
+                    inbox=repr(inbox.name),
+                    field="department",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    return resolved
+
+
+async def _submit_and_verify(
+    rc: RocketChat,
+    inbox: Inbox,
+    result: InboxResult,
+    department_id: str | None,
+    target: SetOptions,
+    options: ProbeOptions,
+) -> None:
+    from provision.rocketchat import RocketChatCallError
+
+    submit = StageResult(stage=Stage.SUBMIT)
+    verify = StageResult(stage=Stage.VERIFY)
+    result.stages += [submit, verify]
+    if result.status(strict=options.strict) is Status.FAILED:
+        why = "a probe failed" if _probe_failed(result) else "a probe warned (--strict)"
+        _skip(submit, f"not sent to Rocket.Chat: {why}")
+        _skip(verify, "nothing was submitted")
+        result.extra.update(action=Action.SKIPPED, id=None)
+        return
+    started = time.perf_counter()
+    try:
+        inbox_id, action = await _submit(rc, inbox, department_id, target, submit)
+    except RocketChatCallError as exc:
+        _rocketchat_failure(submit, exc)
+        _skip(verify, "submit failed")
+        result.extra.update(action=Action.FAILED, id=None)
+        return
+    finally:
+        submit.elapsed_ms = (time.perf_counter() - started) * 1000
+    result.extra.update(action=action, id=inbox_id)
+    if target.dry_run or inbox_id is None:
+        _skip(verify, "dry run: nothing was written")
+        return
+    started = time.perf_counter()
+    try:
+        await _verify(rc, inbox, inbox_id, department_id, target, verify)
+    except RocketChatCallError as exc:
+        _rocketchat_failure(verify, exc)
+    finally:
+        verify.elapsed_ms = (time.perf_counter() - started) * 1000
+
+
+async def _submit(
+    rc: RocketChat,
+    inbox: Inbox,
+    department_id: str | None,
+    target: SetOptions,
+    stage: StageResult,
+) -> tuple[str | None, str]:
+    from provision.rocketchat import (
+        diff_inbox,
+        inbox_payload,
+        plan_body_for_create,
+        plan_body_for_update,
+    )
+
+    wanted = inbox_payload(inbox, department_id=department_id)
+    stored = await rc.search_inbox(inbox.email)
+    if stored is None:
+        stage.facts["changes"] = [c.to_json() for c in diff_inbox({}, wanted)]
+        if target.dry_run:
+            stage.message = "would create the inbox"
+            return None, Action.CREATE
+        inbox_id = await rc.save_inbox(plan_body_for_create(wanted))
+        stage.message = f"created inbox {inbox_id}"
+        await _send_test(rc, inbox_id, target, stage)
+        return inbox_id, Action.CREATED
+    inbox_id = str(stored["_id"])
+    changes = diff_inbox(stored, wanted)
+    stage.facts["changes"] = [c.to_json() for c in changes]
+    if not changes:
+        stage.message = f"inbox {inbox_id} is already as described: nothing written"
+        return inbox_id, Action.UNCHANGED
+    listed = ", ".join(str(c) for c in changes)
+    if target.dry_run:
+        stage.message = f"would update inbox {inbox_id}: {listed}"
+        return inbox_id, Action.UPDATE
+    await rc.save_inbox(plan_body_for_update(stored, wanted))
+    stage.message = f"updated inbox {inbox_id}: {listed}"
+    await _send_test(rc, inbox_id, target, stage)
+    return inbox_id, Action.UPDATED
+
+
+async def _send_test(rc: RocketChat, inbox_id: str, target: SetOptions, stage: StageResult) -> None:
+    if not target.send_test:
+        return
+    await rc.send_test(inbox_id)
+    # Rocket.Chat fires the SMTP send without awaiting it (spec §1.7).
+    stage.facts["test_mail"] = "requested"
+    stage.facts["test_mail_note"] = (
+        "Rocket.Chat does not wait for the send, so delivery is not confirmed; "
+        "look for 'Test of inbox configuration' in the caller's mailbox"
+    )
+
+
+async def _verify(
+    rc: RocketChat,
+    inbox: Inbox,
+    inbox_id: str,
+    department_id: str | None,
+    target: SetOptions,
+    stage: StageResult,
+) -> None:
+    from provision.rocketchat import diff_inbox, inbox_payload
+
+    wanted = inbox_payload(inbox, department_id=department_id)
+    stored = await rc.get_inbox(inbox_id)
+    drift = diff_inbox(stored, wanted)
+    if drift:
+        stage.facts["drift"] = [c.to_json() for c in drift]
+        stage.fail(
+            FailureClass.ROCKETCHAT,
+            "the stored inbox differs from what was sent: " + ", ".join(str(c) for c in drift),
+            hint="another writer changed it, or this Rocket.Chat version drops fields",
+        )
+        return
+    stage.message = "read back: as described"
+    if target.wait_active <= 0 or not inbox.active:
+        return
+    until = time.monotonic() + target.wait_active
+    while True:
+        if stored.get("active") is False:
+            stage.fail(
+                FailureClass.ROCKETCHAT,
+                "Rocket.Chat switched the inbox off (its IMAP connection failed "
+                f"imap.maxRetries={inbox.imap.max_retries} times)",
+                hint="read the EmailInbox lines of the Rocket.Chat log; the probe "
+                "passed here, so the Rocket.Chat host may reach the servers differently",
+                field="imap.maxRetries",
+            )
+            return
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            stage.message = f"read back: as described, still active after {target.wait_active:g} s"
+            return
+        await asyncio.sleep(min(_POLL, remaining))
+        stored = await rc.get_inbox(inbox_id)
+
+
+def _probe_failed(result: InboxResult) -> bool:
+    return any(
+        s.status is Status.FAILED for s in result.stages if s.stage in (Stage.SMTP, Stage.IMAP)
+    )
+
+
+def _skip(stage: StageResult, why: str) -> None:
+    stage.status = Status.SKIPPED
+    stage.message = why
+
+
+def _rocketchat_failure(stage: StageResult, exc: RocketChatCallError) -> None:
+    stage.fail(FailureClass.ROCKETCHAT, exc.message, hint=exc.hint, field=exc.field)
+    if exc.status is not None:
+        stage.facts["http_status"] = exc.status
+    if exc.error is not None:
+        stage.facts["error"] = exc.error
+    write_state = getattr(exc, "write_state", None)
+    if write_state is not None:
+        stage.facts["write_state"] = write_state
+
+
+def _unreachable(report: Report, inboxes: Sequence[Inbox], exc: RocketChatCallError) -> None:
+    """Rocket.Chat failed outside any one inbox's submit (connect, auth, departments)."""
+    by_email = {r.email: r for r in report.inboxes}
+    report.inboxes[:] = []
+    for inbox in inboxes:
+        result = by_email.get(inbox.email) or InboxResult(
+            name=inbox.name, email=inbox.email, file=inbox.source.file, line=inbox.source.line
+        )
+        stages = {s.stage: s for s in result.stages}
+        for probe in (Stage.SMTP, Stage.IMAP):
+            if probe not in stages:
+                stage = StageResult(stage=probe)
+                _skip(stage, "not probed: Rocket.Chat could not be used")
+                result.stages.append(stage)
+        if Stage.SUBMIT not in stages:
+            submit = StageResult(stage=Stage.SUBMIT)
+            _rocketchat_failure(submit, exc)
+            result.stages.append(submit)
+            verify = StageResult(stage=Stage.VERIFY)
+            _skip(verify, "nothing was submitted")
+            result.stages.append(verify)
+        result.extra.setdefault("action", Action.FAILED)
+        result.extra.setdefault("id", None)
+        report.inboxes.append(result)
+
+
+def with_ca(options: ProbeOptions, ca_file: Path) -> ProbeOptions:
+    """``options`` trusting ``ca_file`` too (the sandbox's CA)."""
+    return dataclasses.replace(options, ca_file=options.ca_file or ca_file)
