@@ -262,6 +262,9 @@ def set_command(
         report = _run(coro, json_output)
     except KeyboardInterrupt:
         progress.settings["interrupted"] = True
+        for inbox in progress.inboxes:
+            # Each inbox is one POST: it is either written or not; one in flight is unknown.
+            inbox.extra.setdefault("action", "interrupted (not confirmed written)")
         typer.echo("interrupted: the report shows what was written", err=True)
         _emit(progress, json_output, code=130)
     _emit(report, json_output)
