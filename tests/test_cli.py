@@ -155,3 +155,19 @@ def test_check_sandbox_flag_runs_the_main_job() -> None:
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "Support <support@example.com>" in result.stdout
     assert "exit 0" in result.stdout
+
+
+async def test_check_reads_standard_input(tmp_path: Path) -> None:
+    async with running_sandbox(tmp_path) as box:
+        text = box.inbox_file.read_text().replace(
+            "${file:password}", (tmp_path / "password").read_text().strip()
+        )
+        result = await asyncio.to_thread(
+            runner.invoke,
+            app,
+            ["check", "-", "--ca-file", str(box.ca_file), "--json"],
+            input=text,
+        )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert [i["file"] for i in doc["inboxes"]] == ["<stdin>", "<stdin>"]
