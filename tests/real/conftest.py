@@ -26,6 +26,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -322,14 +323,20 @@ def _wait_pidfile(path: Path) -> None:
         pid = int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
-    give_up = time.monotonic() + STOP_TIMEOUT
     try:
-        while time.monotonic() < give_up:
-            os.kill(pid, 0)
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
+        # Not our child (Postfix daemonizes), so wait on a pidfd instead of polling.
+        pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
+    try:
+        waiter = select.poll()
+        waiter.register(pidfd, select.POLLIN)
+        if not waiter.poll(STOP_TIMEOUT * 1000):
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    finally:
+        os.close(pidfd)
 
 
 def _make_postfix_dirs(root: Path) -> None:
