@@ -1,7 +1,149 @@
-"""provision: probe, then provision Rocket.Chat omnichannel email inboxes as code."""
+"""provision: probe, then provision Rocket.Chat omnichannel email inboxes as code.
+
+The library behind the ``provision`` command, for tools that call the same stages
+without the command line (Ansible modules, bots)::
+
+    import asyncio
+    from provision import ProbeOptions, check, load_inboxes
+
+    loaded = load_inboxes(["inboxes.yaml"])  # validates; ConfigError lists every problem
+    report = asyncio.run(check(loaded.inboxes, ProbeOptions(), input_warnings=loaded.warnings))
+    print(report.exit_code, [inbox.status() for inbox in report.inboxes])
+
+``set_inboxes`` (probe, then create/update/leave unchanged), ``export_inboxes``
+(Rocket.Chat's inboxes as an inbox file) and ``inbox_file_schema`` work alike.
+
+Every name of ``__all__`` is importable from here. They are loaded on first use
+(PEP 562), so ``import provision`` costs nothing: the protocol stacks, httpx and
+PyYAML are imported only by what needs them. The package is typed (``py.typed``).
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from provision.apply import Action as Action
+    from provision.apply import SetOptions as SetOptions
+    from provision.apply import set_inboxes as set_inboxes
+    from provision.config import LoadResult as LoadResult
+    from provision.config import inbox_file_schema as inbox_file_schema
+    from provision.config import load_inboxes as load_inboxes
+    from provision.errors import ConfigError as ConfigError
+    from provision.errors import ConfigProblem as ConfigProblem
+    from provision.errors import ProvisionError as ProvisionError
+    from provision.errors import RocketChatError as RocketChatError
+    from provision.export import ExportResult as ExportResult
+    from provision.export import PasswordReference as PasswordReference
+    from provision.export import export_inboxes as export_inboxes
+    from provision.models import ImapSettings as ImapSettings
+    from provision.models import Inbox as Inbox
+    from provision.models import ProbeOptions as ProbeOptions
+    from provision.models import Secret as Secret
+    from provision.models import SmtpSettings as SmtpSettings
+    from provision.pipeline import check as check
+    from provision.report import render_json as render_json
+    from provision.report import render_text as render_text
+    from provision.results import ExitCode as ExitCode
+    from provision.results import FailureClass as FailureClass
+    from provision.results import Finding as Finding
+    from provision.results import InboxResult as InboxResult
+    from provision.results import Report as Report
+    from provision.results import Stage as Stage
+    from provision.results import StageResult as StageResult
+    from provision.results import Status as Status
+    from provision.rocketchat import Credentials as Credentials
+    from provision.rocketchat import PasswordAuth as PasswordAuth
+    from provision.rocketchat import TokenAuth as TokenAuth
+    from provision.rocketchat import credentials_from_env as credentials_from_env
+
+#: Where each public name lives; ``__getattr__`` imports the module on first use.
+_LAZY = {
+    "Action": "provision.apply",
+    "SetOptions": "provision.apply",
+    "set_inboxes": "provision.apply",
+    "LoadResult": "provision.config",
+    "inbox_file_schema": "provision.config",
+    "load_inboxes": "provision.config",
+    "ConfigError": "provision.errors",
+    "ConfigProblem": "provision.errors",
+    "ProvisionError": "provision.errors",
+    "RocketChatError": "provision.errors",
+    "ExportResult": "provision.export",
+    "PasswordReference": "provision.export",
+    "export_inboxes": "provision.export",
+    "ImapSettings": "provision.models",
+    "Inbox": "provision.models",
+    "ProbeOptions": "provision.models",
+    "Secret": "provision.models",
+    "SmtpSettings": "provision.models",
+    "check": "provision.pipeline",
+    "render_json": "provision.report",
+    "render_text": "provision.report",
+    "ExitCode": "provision.results",
+    "FailureClass": "provision.results",
+    "Finding": "provision.results",
+    "InboxResult": "provision.results",
+    "Report": "provision.results",
+    "Stage": "provision.results",
+    "StageResult": "provision.results",
+    "Status": "provision.results",
+    "Credentials": "provision.rocketchat",
+    "PasswordAuth": "provision.rocketchat",
+    "TokenAuth": "provision.rocketchat",
+    "credentials_from_env": "provision.rocketchat",
+}
+
+__all__ = [
+    "Action",
+    "ConfigError",
+    "ConfigProblem",
+    "Credentials",
+    "ExitCode",
+    "ExportResult",
+    "FailureClass",
+    "Finding",
+    "ImapSettings",
+    "Inbox",
+    "InboxResult",
+    "LoadResult",
+    "PasswordAuth",
+    "PasswordReference",
+    "ProbeOptions",
+    "ProvisionError",
+    "Report",
+    "RocketChatError",
+    "Secret",
+    "SetOptions",
+    "SmtpSettings",
+    "Stage",
+    "StageResult",
+    "Status",
+    "TokenAuth",
+    "__version__",
+    "check",
+    "credentials_from_env",
+    "export_inboxes",
+    "inbox_file_schema",
+    "load_inboxes",
+    "render_json",
+    "render_text",
+    "set_inboxes",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562) and cache the name here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'provision' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

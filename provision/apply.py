@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,6 +87,7 @@ async def set_inboxes(
     *,
     input_warnings: Mapping[int, Sequence[Finding]] | None = None,
     progress: Report | None = None,
+    on_inbox_done: Callable[[InboxResult], None] | None = None,
 ) -> Report:
     """Probe every inbox, then submit and verify those whose probes passed.
 
@@ -97,6 +98,8 @@ async def set_inboxes(
         input_warnings: findings from loading, by index into ``inboxes``.
         progress: a report to fill in as the run goes (so an interrupted run can
             still show what was written); a new one when ``None``.
+        on_inbox_done: called with each inbox's result as soon as its probes finish
+            (passed to :func:`provision.pipeline.check`).
 
     Returns:
         The report: stages smtp, imap, submit, verify per inbox, plus ``action``
@@ -132,7 +135,9 @@ async def set_inboxes(
             info = rc.info
             report.settings["rocketchat_version"] = info.version
             departments = await _resolve_departments(rc, inboxes)
-            probed = await check(inboxes, options, input_warnings=input_warnings)
+            probed = await check(
+                inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done
+            )
             report.inboxes[:] = probed.inboxes
             gate = asyncio.Semaphore(max(1, target.write_concurrency))
 

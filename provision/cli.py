@@ -24,6 +24,7 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import SCHEMA_VERSION, ExitCode
 
 if TYPE_CHECKING:
+    from provision.ci import CiOutputs
     from provision.models import ProbeOptions
     from provision.results import Report
 
@@ -118,6 +119,15 @@ SandboxOpt = Annotated[
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log provision's steps to stderr.")
 ]
+JunitOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--junit",
+        metavar="FILE",
+        help="Also write a JUnit XML report to FILE (one testcase per inbox and stage).",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -133,6 +143,7 @@ def check(
     smtp_no_verify: NoVerifyOpt = False,
     sandbox: SandboxOpt = False,
     verbose: VerboseOpt = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     _setup_logging(verbose)
@@ -155,11 +166,12 @@ def check(
         ehlo_name=ehlo_name,
         smtp_verify=not smtp_no_verify,
     )
+    ci = _ci("check", junit, json_output)
     if sandbox:
-        report = _run(_check_sandbox(options), json_output)
+        report = _run(_check_sandbox(options, ci), json_output, ci)
     else:
-        report = _run(_check_files(files or [], options), json_output)
-    _emit(report, json_output)
+        report = _run(_check_files(files or [], options, ci), json_output, ci)
+    _emit(report, json_output, code=_finish_ci(ci, report))
 
 
 ServerOpt = Annotated[
@@ -217,6 +229,7 @@ def set_command(
     smtp_no_verify: NoVerifyOpt = False,
     sandbox: SandboxOpt = False,
     verbose: VerboseOpt = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
 
@@ -254,20 +267,24 @@ def set_command(
     from provision.results import Report
 
     progress = Report(command="set", strict=strict)
+    ci = _ci("set", junit, json_output)
     if sandbox:
-        coro = _set_sandbox(options, switches, progress)
+        coro = _set_sandbox(options, switches, progress, ci)
     else:
-        coro = _set_files(files or [], server or "", two_factor_code, options, switches, progress)
+        coro = _set_files(
+            files or [], server or "", two_factor_code, options, switches, progress, ci
+        )
     try:
-        report = _run(coro, json_output)
+        report = _run(coro, json_output, ci)
     except KeyboardInterrupt:
         progress.settings["interrupted"] = True
         for inbox in progress.inboxes:
             # Each inbox is one POST: it is either written or not; one in flight is unknown.
             inbox.extra.setdefault("action", "interrupted (not confirmed written)")
         typer.echo("interrupted: the report shows what was written", err=True)
+        _finish_ci(ci, progress)
         _emit(progress, json_output, code=130)
-    _emit(report, json_output)
+    _emit(report, json_output, code=_finish_ci(ci, report))
 
 
 async def _set_files(
@@ -277,6 +294,7 @@ async def _set_files(
     options: ProbeOptions,
     switches: dict[str, Any],
     progress: Report,
+    ci: CiOutputs,
 ) -> Report:
     from provision.apply import SetOptions, set_inboxes
     from provision.config import load_inboxes
@@ -287,11 +305,18 @@ async def _set_files(
     check_url(server, allow_http=switches["allow_http"])
     target = SetOptions(server=server, credentials=credentials, **switches)
     return await set_inboxes(
-        loaded.inboxes, options, target, input_warnings=loaded.warnings, progress=progress
+        loaded.inboxes,
+        options,
+        target,
+        input_warnings=loaded.warnings,
+        progress=progress,
+        on_inbox_done=ci.started(loaded.inboxes),
     )
 
 
-async def _set_sandbox(options: ProbeOptions, switches: dict[str, Any], progress: Report) -> Report:
+async def _set_sandbox(
+    options: ProbeOptions, switches: dict[str, Any], progress: Report, ci: CiOutputs
+) -> Report:
     import dataclasses
 
     from provision.apply import SetOptions, set_inboxes
@@ -308,7 +333,12 @@ async def _set_sandbox(options: ProbeOptions, switches: dict[str, Any], progress
             **switches,
         )
         return await set_inboxes(
-            loaded.inboxes, options, target, input_warnings=loaded.warnings, progress=progress
+            loaded.inboxes,
+            options,
+            target,
+            input_warnings=loaded.warnings,
+            progress=progress,
+            on_inbox_done=ci.started(loaded.inboxes),
         )
 
 
@@ -333,15 +363,120 @@ def sandbox_command(
     raise typer.Exit(0)
 
 
-async def _check_files(files: list[str], options: ProbeOptions) -> Report:
+@app.command(name="export")
+def export_command(
+    server: ServerOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the inbox file here (default: standard output).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing --output file.")
+    ] = False,
+    allow_http: Annotated[
+        bool,
+        typer.Option("--allow-http", help="Allow plain HTTP to a non-loopback Rocket.Chat."),
+    ] = False,
+    two_factor_code: Annotated[
+        str | None,
+        typer.Option(
+            "--2fa-code",
+            metavar="CODE",
+            help="2FA code for a password login (or ROCKETCHAT_2FA_CODE).",
+            show_default=False,
+        ),
+    ] = None,
+    ca_file: CaFileOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write every email inbox of Rocket.Chat as an inbox file that `set` accepts.
+
+    Passwords are never written: each becomes a ${VAR} reference named after the
+    inbox (SUPPORT_EXAMPLE_COM_SMTP_PASSWORD); the file's header lists them.
+    Credentials come from the environment, as for `set`.
+    """
+    _setup_logging(verbose)
+    if not server:
+        _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", False)
+    if output is not None and output.exists() and not force:
+        _usage_error(f"{output} exists; give --force to overwrite it", False)
+    import dataclasses
+
+    from provision.export import export_inboxes
+    from provision.rocketchat import RocketChatCallError, check_url, credentials_from_env
+
+    try:
+        credentials = credentials_from_env(os.environ, code=two_factor_code)
+        check_url(server, allow_http=allow_http)
+        result = asyncio.run(
+            export_inboxes(
+                server,
+                credentials,
+                ca_file=_ca_file(ca_file, False),
+                allow_http=allow_http,
+                time_limit=timeout,
+            )
+        )
+    except ConfigError as exc:
+        _config_error(exc.problems, False)
+    except RocketChatCallError as exc:
+        typer.echo(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), err=True)
+        raise typer.Exit(int(ExitCode.ROCKETCHAT)) from None
+    shown = str(output) if output is not None else "<stdout>"
+    if output is None:
+        typer.echo(result.text, nl=False)
+    else:
+        try:
+            result.write(output, overwrite=force)
+        except FileExistsError:
+            _usage_error(f"{output} exists; give --force to overwrite it", False)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            _config_error([ConfigProblem(f"cannot write: {reason}", file=str(output))], False)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for problem in result.problems:
+        typer.echo(f"warning: {dataclasses.replace(problem, file=shown)}", err=True)
+    if result.problems:
+        typer.echo("warning: edit these fields before `provision set` accepts the file", err=True)
+    typer.echo(
+        f"exported {result.count} inbox{'es' if result.count != 1 else ''} to {shown}; "
+        f"set {len(result.variables)} password variables before using it (see its header)",
+        err=True,
+    )
+    raise typer.Exit(0)
+
+
+@app.command(name="schema")
+def schema_command() -> None:
+    """Print the JSON Schema (draft 2020-12) of the inbox file, for editors and linters."""
+    from provision.config import inbox_file_schema
+
+    typer.echo(json.dumps(inbox_file_schema(), indent=2))
+    raise typer.Exit(0)
+
+
+async def _check_files(files: list[str], options: ProbeOptions, ci: CiOutputs) -> Report:
     from provision.config import load_inboxes
     from provision.pipeline import check as run_check
 
     loaded = load_inboxes(files)
-    return await run_check(loaded.inboxes, options, input_warnings=loaded.warnings)
+    return await run_check(
+        loaded.inboxes,
+        options,
+        input_warnings=loaded.warnings,
+        on_inbox_done=ci.started(loaded.inboxes),
+    )
 
 
-async def _check_sandbox(options: ProbeOptions) -> Report:
+async def _check_sandbox(options: ProbeOptions, ci: CiOutputs) -> Report:
     import dataclasses
 
     from provision.config import load_inboxes
@@ -351,14 +486,45 @@ async def _check_sandbox(options: ProbeOptions) -> Report:
     async with running_sandbox() as box:
         loaded = load_inboxes([str(box.inbox_file)])
         options = dataclasses.replace(options, ca_file=options.ca_file or box.ca_file)
-        return await run_check(loaded.inboxes, options, input_warnings=loaded.warnings)
+        return await run_check(
+            loaded.inboxes,
+            options,
+            input_warnings=loaded.warnings,
+            on_inbox_done=ci.started(loaded.inboxes),
+        )
 
 
-def _run(coro: Coroutine[Any, Any, Report], json_output: bool) -> Report:
+def _run(
+    coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs | None = None
+) -> Report:
     try:
         return asyncio.run(coro)
     except ConfigError as exc:
+        if ci is not None:
+            failed = ci.failed_input(exc.problems)
+            if failed:
+                typer.echo(f"error: {failed}", err=True)
         _config_error(exc.problems, json_output)
+
+
+def _ci(command: str, junit: Path | None, json_output: bool) -> CiOutputs:
+    """CI outputs for this run; a ``--junit`` path that cannot be written is exit 2 now."""
+    from provision.ci import CiOutputs
+
+    try:
+        return CiOutputs.from_environ(command, junit)
+    except ConfigError as exc:
+        _config_error(exc.problems, json_output)
+
+
+def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
+    """Write the CI outputs; the exit code to use instead of the report's, if any."""
+    failed = ci.finish(report)
+    if not failed:
+        return None
+    typer.echo(f"error: {failed}", err=True)
+    # The JUnit file was asked for: a run that passed without it is a usage failure.
+    return int(report.exit_code) or int(ExitCode.USAGE)
 
 
 def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoReturn:

@@ -49,7 +49,7 @@ from provision.models import (
 )
 from provision.results import ExitCode, Finding
 
-__all__ = ["LoadResult", "load_inboxes"]
+__all__ = ["LoadResult", "inbox_file_schema", "load_inboxes"]
 
 #: File name shown for ``-``.
 STDIN_NAME = "<stdin>"
@@ -439,6 +439,10 @@ class _Field:
     expected: str = ""
     check: Callable[[Any], str | None] | None = None
     fields: tuple[_Field, ...] = ()
+    #: What the field means, for the JSON Schema (editors show it).
+    doc: str = ""
+    #: JSON Schema keywords that state ``check`` (as far as a schema can) and defaults.
+    schema: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def expects(self) -> str:
@@ -495,44 +499,179 @@ def _check_max_retries(value: int) -> str | None:
     return None if value >= -1 else "out of range"
 
 
-def _server_fields(*extra: _Field) -> tuple[_Field, ...]:
+# JSON Schema patterns for ``check``: a value with ``${`` is checked only after
+# interpolation, so it always passes the schema (ECMA-262 syntax, unanchored search).
+_HOST_PATTERN = r"^(?!.*://)\S+$|\$\{"
+_EMAIL_PATTERN = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)*$|\$\{"
+_SECURE_DOC = {
+    "smtp": (
+        "true: TLS from the first byte (port 465); false: plaintext, then STARTTLS "
+        "if the server offers it (port 587)"
+    ),
+    "imap": (
+        "true: TLS from the first byte (port 993), certificate not verified by "
+        "Rocket.Chat; false: plaintext, never STARTTLS"
+    ),
+}
+
+
+def _server_fields(protocol: str, *extra: _Field) -> tuple[_Field, ...]:
+    name = protocol.upper()
     return (
-        _Field("server", _Kind.STRING, expected="a host name", check=_check_host),
-        _Field("port", _Kind.INTEGER, expected="an integer from 1 to 65535", check=_check_port),
-        _Field("username", _Kind.STRING),
-        _Field("password", _Kind.STRING, secret=True),
-        _Field("secure", _Kind.BOOLEAN),
+        _Field(
+            "server",
+            _Kind.STRING,
+            expected="a host name",
+            check=_check_host,
+            doc=f"{name} server host name or address (not a URL)",
+            schema={"pattern": _HOST_PATTERN},
+        ),
+        _Field(
+            "port",
+            _Kind.INTEGER,
+            expected="an integer from 1 to 65535",
+            check=_check_port,
+            doc=f"{name} server port",
+            schema={"minimum": 1, "maximum": 65535},
+        ),
+        _Field("username", _Kind.STRING, doc=f"{name} login name"),
+        _Field(
+            "password",
+            _Kind.STRING,
+            secret=True,
+            doc=f"{name} password; write ${{VAR}} or ${{file:PATH}} rather than the secret",
+        ),
+        _Field("secure", _Kind.BOOLEAN, doc=_SECURE_DOC[protocol]),
         *extra,
     )
 
 
 _INBOX_FIELDS = (
-    _Field("name", _Kind.STRING, expected="a non-empty string", check=_check_not_empty),
+    _Field(
+        "name",
+        _Kind.STRING,
+        expected="a non-empty string",
+        check=_check_not_empty,
+        doc="Name of the inbox in Rocket.Chat",
+        schema={"pattern": r"\S"},
+    ),
     _Field(
         "email",
         _Kind.STRING,
         expected="an email address like name@example.com",
         check=_check_email,
+        doc="Address of the inbox; it identifies the inbox on Rocket.Chat",
+        schema={"pattern": _EMAIL_PATTERN},
     ),
-    _Field("active", _Kind.BOOLEAN, required=False),
-    _Field("description", _Kind.STRING, required=False, nullable=True),
-    _Field("senderInfo", _Kind.STRING, required=False, nullable=True),
-    _Field("department", _Kind.STRING, required=False, nullable=True),
-    _Field("smtp", _Kind.MAPPING, fields=_server_fields()),
+    _Field(
+        "active",
+        _Kind.BOOLEAN,
+        required=False,
+        doc="Whether Rocket.Chat uses the inbox",
+        schema={"default": True},
+    ),
+    _Field(
+        "description",
+        _Kind.STRING,
+        required=False,
+        nullable=True,
+        doc="Free text; missing means none",
+    ),
+    _Field(
+        "senderInfo",
+        _Kind.STRING,
+        required=False,
+        nullable=True,
+        doc="Display name in the From: header; missing means none",
+    ),
+    _Field(
+        "department",
+        _Kind.STRING,
+        required=False,
+        nullable=True,
+        doc="Omnichannel department id or name; missing means none",
+    ),
+    _Field("smtp", _Kind.MAPPING, fields=_server_fields("smtp"), doc="Outgoing mail"),
     _Field(
         "imap",
         _Kind.MAPPING,
         fields=_server_fields(
+            "imap",
             _Field(
                 "maxRetries",
                 _Kind.INTEGER,
                 required=False,
                 expected="-1 (retry forever) or an integer from 0 up",
                 check=_check_max_retries,
-            )
+                doc="Failed IMAP reconnects after which Rocket.Chat switches the inbox off",
+                schema={"minimum": -1, "default": DEFAULT_MAX_RETRIES},
+            ),
         ),
+        doc="Incoming mail",
     ),
 )
+
+_JSON_TYPES = {
+    _Kind.STRING: "string",
+    _Kind.INTEGER: "integer",
+    _Kind.BOOLEAN: "boolean",
+    _Kind.MAPPING: "object",
+}
+
+
+def _field_schema(spec: _Field) -> dict[str, Any]:
+    kind = _JSON_TYPES[spec.kind]
+    out: dict[str, Any] = {"type": [kind, "null"] if spec.nullable else kind}
+    if spec.doc:
+        out["description"] = spec.doc
+    out.update(spec.schema)
+    if spec.fields:
+        out.update(_object_schema(spec.fields))
+    return out
+
+
+def _object_schema(fields: Sequence[_Field]) -> dict[str, Any]:
+    return {
+        "properties": {spec.key: _field_schema(spec) for spec in fields},
+        "required": [spec.key for spec in fields if spec.required],
+        "additionalProperties": False,
+    }
+
+
+def inbox_file_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of an inbox file, built from the loader's own rules.
+
+    It accepts one inbox or ``{"inboxes": [...]}``, with the keys, types, required
+    fields and ranges that :func:`load_inboxes` enforces. A few rules stay with the
+    loader: values using ``${...}`` are checked after interpolation, the domain of an
+    address is checked in detail, and addresses must be unique across inboxes.
+
+    Returns:
+        A new dict each call, ready for ``json.dumps``.
+    """
+    inbox = {"type": "object", "description": "One email inbox", **_object_schema(_INBOX_FIELDS)}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "provision inbox file",
+        "description": (
+            "Rocket.Chat omnichannel email inboxes, in the words of POST /api/v1/email-inbox: "
+            "one inbox, or a list of them under 'inboxes'. String values may use ${VAR} "
+            "(environment), ${file:PATH} (a file's content) and $${ (a literal ${)."
+        ),
+        "oneOf": [
+            {"$ref": "#/$defs/inbox"},
+            {
+                "type": "object",
+                "properties": {
+                    "inboxes": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/inbox"}}
+                },
+                "required": ["inboxes"],
+                "additionalProperties": False,
+            },
+        ],
+        "$defs": {"inbox": inbox},
+    }
+
 
 # Words people reach for instead of Rocket.Chat's; compared after _normalize_key.
 _KEY_ALIASES = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from provision.models import Inbox, ProbeOptions
 from provision.results import (
@@ -74,6 +74,7 @@ async def check(
     options: ProbeOptions | None = None,
     *,
     input_warnings: Mapping[int, Sequence[Finding]] | None = None,
+    on_inbox_done: Callable[[InboxResult], None] | None = None,
 ) -> Report:
     """Probe every inbox and return the report (``provision check`` as a library call).
 
@@ -81,6 +82,9 @@ async def check(
         inboxes: the inboxes, in input order (that order decides the exit code).
         options: caps, deadline, concurrency, TLS trust; defaults if omitted.
         input_warnings: findings from loading the input, by index into ``inboxes``.
+        on_inbox_done: called with each inbox's result as soon as its probes finish
+            (in completion order, on the event loop; progress displays use it). Not
+            called for inboxes abandoned at the deadline.
 
     Returns:
         A :class:`~provision.results.Report`; it never raises for network outcomes.
@@ -93,7 +97,10 @@ async def check(
 
     async def one(inbox: Inbox) -> InboxResult:
         async with gate:
-            return await probe_inbox(inbox, options, deadline=deadline)
+            result = await probe_inbox(inbox, options, deadline=deadline)
+        if on_inbox_done is not None:
+            on_inbox_done(result)
+        return result
 
     tasks = [asyncio.ensure_future(one(inbox)) for inbox in inboxes]
     if tasks:
