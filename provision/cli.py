@@ -147,24 +147,16 @@ def check(
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     _setup_logging(verbose)
-    if not files and not sandbox:
-        _usage_error(
-            "give at least one inbox file ('-' for standard input), or --sandbox", json_output
-        )
-    if files and sandbox:
-        _usage_error(
-            "--sandbox checks the embedded servers; do not give inbox files with it", json_output
-        )
-    from provision.models import ProbeOptions
-
-    options = ProbeOptions(
+    _require_input(files, sandbox, json_output)
+    options = _probe_options(
+        json_output,
         step_timeout=step_timeout,
         timeout=timeout,
         concurrency=concurrency,
-        ca_file=_ca_file(ca_file, json_output),
+        ca_file=ca_file,
         strict=strict,
         ehlo_name=ehlo_name,
-        smtp_verify=not smtp_no_verify,
+        smtp_no_verify=smtp_no_verify,
     )
     ci = _ci("check", junit, json_output)
     if sandbox:
@@ -237,26 +229,18 @@ def set_command(
     (a personal access token), or ROCKETCHAT_USER + ROCKETCHAT_PASSWORD.
     """
     _setup_logging(verbose)
-    if not files and not sandbox:
-        _usage_error(
-            "give at least one inbox file ('-' for standard input), or --sandbox", json_output
-        )
-    if files and sandbox:
-        _usage_error(
-            "--sandbox uses the embedded servers; do not give inbox files with it", json_output
-        )
+    _require_input(files, sandbox, json_output)
     if not sandbox and not server:
         _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", json_output)
-    from provision.models import ProbeOptions
-
-    options = ProbeOptions(
+    options = _probe_options(
+        json_output,
         step_timeout=step_timeout,
         timeout=timeout,
         concurrency=concurrency,
-        ca_file=_ca_file(ca_file, json_output),
+        ca_file=ca_file,
         strict=strict,
         ehlo_name=ehlo_name,
-        smtp_verify=not smtp_no_verify,
+        smtp_no_verify=smtp_no_verify,
     )
     switches = {
         "allow_http": allow_http,
@@ -554,6 +538,27 @@ def _ca_file(path: Path | None, json_output: bool) -> Path | None:
             [ConfigProblem(f"cannot use as a CA file: {reason}", file=str(path))], json_output
         )
     return path
+
+
+def _require_input(files: list[str] | None, sandbox: bool, json_output: bool) -> None:
+    if not files and not sandbox:
+        _usage_error(
+            "give at least one inbox file ('-' for standard input), or --sandbox", json_output
+        )
+    if files and sandbox:
+        _usage_error(
+            "--sandbox uses the embedded servers; do not give inbox files with it", json_output
+        )
+
+
+def _probe_options(
+    json_output: bool, *, ca_file: Path | None, smtp_no_verify: bool, **kw: Any
+) -> ProbeOptions:
+    from provision.models import ProbeOptions
+
+    return ProbeOptions(
+        ca_file=_ca_file(ca_file, json_output), smtp_verify=not smtp_no_verify, **kw
+    )
 
 
 def _usage_error(message: str, json_output: bool) -> NoReturn:
