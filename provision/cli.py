@@ -589,13 +589,30 @@ def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
     raise typer.Exit(int(ExitCode.USAGE))
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
-    if verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-        logger = logging.getLogger("provision")
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
+    """``-v``: provision's own loggers to stderr (one handler, however often called)."""
+    logger = logging.getLogger("provision")
+    if not verbose:
+        return
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.DEBUG)
 
 
 def main() -> None:

@@ -699,6 +699,19 @@ def _normalize_key(key: str) -> str:
     return key.replace("_", "").replace("-", "").lower()
 
 
+# A key with a space, ":" or "=" in it is a line that lost its separator
+# ("password:s3cret" in a flow mapping, "password s3cret:"): the part after it may be the
+# value, a password included, so messages show only the part before it.
+_KEY_CUT = re.compile(r"[\s:=]")
+_LONGEST_SHOWN_KEY = 64
+
+
+def _shown_key(key: str) -> str:
+    """``key`` as messages show it: cut before a space, ``:`` or ``=``, and clipped."""
+    head = _KEY_CUT.split(key, maxsplit=1)[0][:_LONGEST_SHOWN_KEY]
+    return key if head == key else head + "…"
+
+
 def _unknown_key_message(key: str, allowed: Sequence[str], also: Sequence[str] = ()) -> str:
     """Say that ``key`` is unknown, suggesting the closest of ``allowed`` or ``also``."""
     candidates = [*allowed, *also]
@@ -772,21 +785,27 @@ class _InboxReader:
             if entry.key is None:
                 self.problem(entry.line, prefix.rstrip("."), "keys must be plain strings")
                 continue
-            path = prefix + entry.key
+            shown = _shown_key(entry.key)
+            path = prefix + shown
             if entry.key in first_line:
                 self.problem(
                     entry.line,
                     path,
-                    f"duplicate key {entry.key!r} "
+                    f"duplicate key {shown!r} "
                     f"(first at line {first_line[entry.key]}, again at line {entry.line})",
                 )
                 continue
             first_line[entry.key] = entry.line
             spec = by_key.get(entry.key)
             if spec is None:
-                self.problem(
-                    entry.line, path, _unknown_key_message(entry.key, list(by_key), also_suggest)
-                )
+                named = entry.key if shown == entry.key else shown.removesuffix("…")
+                message = _unknown_key_message(named, list(by_key), also_suggest)
+                if shown != entry.key:
+                    message += (
+                        "; the rest of the key is not shown, it may hold a value "
+                        "(is a space missing after ':'?)"
+                    )
+                self.problem(entry.line, path, message)
                 continue
             self.lines[path] = entry.line
             value = self.read_value(spec, entry.value, path)

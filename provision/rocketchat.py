@@ -93,6 +93,9 @@ _INBOX: Final = "/api/v1/email-inbox"
 _MANAGE: Final = "manage-email-inbox"
 _MAX_REDIRECTS: Final = 5
 _MAX_RATE_LIMIT_WAITS: Final = 3
+#: Largest answer body read; a page of 100 inboxes is some 100 KiB. A bigger one is
+#: not Rocket.Chat's (or is hostile) and is not held in memory.
+_MAX_BODY: Final = 8 * 1024 * 1024
 #: Added to a rate-limit wait so that the retry lands after the window reset.
 _RESET_MARGIN: Final = 0.02
 _SECRET_PATHS: Final = frozenset({"smtp.password", "imap.password"})
@@ -736,6 +739,27 @@ def _ajv_hint(error: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+async def _read_body(response: httpx.Response, limit: int = _MAX_BODY) -> bool:
+    """Read a streamed body into ``response`` unless it exceeds ``limit`` bytes.
+
+    Returns:
+        ``False`` when the body is larger (declared or as it arrives); it is then not kept.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return False
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return False
+        chunks.append(chunk)
+    # What ``Response.aread`` does, within the limit: later reads see this content.
+    response._content = b"".join(chunks)
+    return True
+
+
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     try:
         data = response.json()
@@ -1128,6 +1152,10 @@ class RocketChat:
 
     # ------------------------------------------------------------ transport
 
+    def _time_left(self) -> float | None:
+        """Seconds before the deadline (``None``: no deadline)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
     def _fits(self, delay: float) -> bool:
         return self.deadline is None or time.monotonic() + delay <= self.deadline
 
@@ -1242,9 +1270,35 @@ class RocketChat:
             )
             started = time.perf_counter()
             try:
-                response = await self._http.send(request)
+                # The whole exchange, body included, ends by the run's deadline: httpx's
+                # timeout is per read, and a body trickling in would outlast any run.
+                async with asyncio.timeout(self._time_left()):
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        complete = await _read_body(response)
+                    finally:
+                        await response.aclose()
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, method, path, request.url.host) from exc
+            except TimeoutError:
+                raise self._error(
+                    RocketChatUnavailableError,
+                    f"Rocket.Chat {method} {path}: no complete answer before the run's deadline",
+                    hint="raise --timeout, or check the server's load",
+                    method=method,
+                    path=path,
+                ) from None
+            if not complete:
+                status = response.status_code
+                raise self._error(
+                    RocketChatUnavailableError if status >= 500 else RocketChatProtocolError,
+                    f"Rocket.Chat answered {method} {path} with HTTP {status} and a body over "
+                    f"{_MAX_BODY // 2**20} MiB; too large, not read",
+                    hint="check that the URL points at Rocket.Chat itself, not a proxy",
+                    status=status,
+                    method=method,
+                    path=path,
+                )
             logger.debug(
                 "%s %s -> %s in %.0f ms",
                 current_method,

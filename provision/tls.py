@@ -12,9 +12,14 @@ Policy (mirrors Rocket.Chat, spec §3):
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime as dt
+import functools
 import hashlib
+import os
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,10 @@ __all__ = [
     "cert_facts",
     "classify_tls_error",
     "imap_context",
+    "probe_context",
     "session_facts",
     "verifying_context",
+    "warm_probe_context",
 ]
 
 # OpenSSL X509_V_ERR_* codes (x509_vfy.h) read from SSLCertVerificationError.verify_code.
@@ -75,13 +82,82 @@ def verifying_context(ca_file: Path | None = None, *, verify: bool = True) -> ss
     return ctx
 
 
+@functools.cache
 def imap_context() -> ssl.SSLContext:
-    """Context for IMAP ``secure: true``: node-imap's ``rejectUnauthorized: false``."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    """Context for IMAP ``secure: true``: node-imap's ``rejectUnauthorized: false``.
+
+    One per process, shared by every connection; never modify it. It loads no CA
+    store (nothing is verified with it): ``create_default_context`` would spend about
+    15 ms of CPU reading the system store for nothing.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
+
+
+# Shared probe contexts by (CA file identity, verify, system-store overrides).
+_ContextKey = tuple[tuple[str, int, int, int] | None, bool, str | None, str | None]
+_probe_contexts: dict[_ContextKey, concurrent.futures.Future[ssl.SSLContext]] = {}
+_probe_contexts_lock = threading.Lock()
+_MAX_PROBE_CONTEXTS = 16
+
+
+def _context_key(ca_file: Path | None, verify: bool) -> _ContextKey:
+    file_id = None
+    if ca_file is not None:
+        try:
+            st = os.stat(ca_file)
+            file_id = (str(ca_file), st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            file_id = (str(ca_file), -1, -1, -1)  # building reports the error
+    return (file_id, verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+def _build_into(
+    future: concurrent.futures.Future[ssl.SSLContext], ca_file: Path | None, verify: bool
+) -> None:
+    try:
+        future.set_result(verifying_context(ca_file, verify=verify))
+    except BaseException as exc:  # handed to every waiting probe
+        future.set_exception(exc)
+
+
+def warm_probe_context(
+    ca_file: Path | None = None, *, verify: bool = True
+) -> concurrent.futures.Future[ssl.SSLContext]:
+    """Start building the shared probe context in a thread, unless built or under way."""
+    key = _context_key(ca_file, verify)
+    with _probe_contexts_lock:
+        future = _probe_contexts.get(key)
+        if future is not None and not (future.done() and future.exception() is not None):
+            return future
+        future = concurrent.futures.Future()
+        # Running: a cancelled waiter (``wrap_future``) cannot cancel it for the others.
+        future.set_running_or_notify_cancel()
+        if len(_probe_contexts) >= _MAX_PROBE_CONTEXTS:  # CA files rewritten or many runs
+            del _probe_contexts[next(iter(_probe_contexts))]
+        _probe_contexts[key] = future
+    threading.Thread(
+        target=_build_into, args=(future, ca_file, verify), name="provision-tls", daemon=True
+    ).start()
+    return future
+
+
+async def probe_context(ca_file: Path | None = None, *, verify: bool = True) -> ssl.SSLContext:
+    """:func:`verifying_context` for probe connections: one per process, shared.
+
+    Reading the system CA store costs about 15 ms of CPU per context. Built once per
+    (CA file, ``verify``) and in a worker thread (OpenSSL reads the store without
+    holding the GIL), so the event loop, and every other probe on it, never stalls
+    on it. Never modify the returned context (``rocketchat`` keeps its own, because
+    httpx sets ALPN on the context it is given).
+
+    Raises:
+        OSError: the CA file cannot be read (``ssl.SSLError``: not PEM certificates).
+    """
+    return await asyncio.wrap_future(warm_probe_context(ca_file, verify=verify))
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,3 +171,20 @@ async def test_check_reads_standard_input(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stdout + result.stderr
     doc = json.loads(result.stdout)
     assert [i["file"] for i in doc["inboxes"]] == ["<stdin>", "<stdin>"]
+
+
+def test_verbose_adds_one_handler_however_often_it_runs() -> None:
+    import logging
+
+    logger = logging.getLogger("provision")
+    before = list(logger.handlers)
+    try:
+        for _ in range(3):
+            runner.invoke(app, ["check", "-v"])
+        added = [h for h in logger.handlers if h not in before]
+        assert len(added) == 1
+    finally:
+        for handler in logger.handlers[:]:
+            if handler not in before:
+                logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)

@@ -38,9 +38,10 @@ def scrub(text: str, *secrets: str | Secret | None, limit: int = DEFAULT_LIMIT) 
     Returns:
         Text that is safe for messages, facts and logs.
     """
-    text = mask(text, *secrets)
-    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
-    text = mask(text, *secrets)
+    variants = _variants(secrets)
+    text = _replace(text, variants)
+    text = _escaped(text)
+    text = _replace(text, variants)
     if len(text) > limit:
         text = text[: max(0, limit - 1)] + "…"
     return text
@@ -48,7 +49,11 @@ def scrub(text: str, *secrets: str | Secret | None, limit: int = DEFAULT_LIMIT) 
 
 def mask(text: str, *secrets: str | Secret | None) -> str:
     """Replace every secret in ``text`` (in every form :func:`scrub` knows) with :data:`MASK`."""
-    for value in _variants(secrets):
+    return _replace(text, _variants(secrets))
+
+
+def _replace(text: str, variants: list[str]) -> str:
+    for value in variants:
         text = text.replace(value, MASK)
     return text
 
@@ -93,9 +98,7 @@ def _variants(secrets: tuple[str | Secret | None, ...]) -> list[str]:
         if not value:
             continue
         quoted = value.replace("\\", "\\\\").replace('"', '\\"')
-        escaped = "".join(
-            ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in value
-        )
+        escaped = _escaped(value)
         # repr() of the UTF-8 bytes: how libraries log raw lines (aioimaplib "Received : b'...'").
         as_bytes = [repr(v.encode("utf-8"))[2:-1] for v in (value, quoted)]
         for variant in (quoted, escaped, value, *as_bytes):
@@ -103,3 +106,10 @@ def _variants(secrets: tuple[str | Secret | None, ...]) -> list[str]:
                 out.append(variant)
     # Longest first, so a secret that contains another one is masked whole.
     return sorted(out, key=len, reverse=True)
+
+
+def _escaped(text: str) -> str:
+    """Control and other non-printable characters as escapes (``\\x1b``, ``\\n``)."""
+    if text.isprintable():  # the usual case, and 50 times faster than the loop
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)

@@ -57,8 +57,13 @@ RC_AUTH_TIMEOUT = 5.0
 
 # A greeting longer than this is not IMAP (RFC 3501 sets no limit; real ones are < 1 KiB).
 MAX_GREETING = 8192
-# Cap on a reply line that never ends, so a misbehaving server cannot fill memory.
-MAX_PENDING = 4 * 1024 * 1024
+# Caps that keep a misbehaving server from filling memory or the CPU (the probe's whole
+# conversation is a few KiB in some 30 lines; SEARCH UNSEEN SINCE today is its only reply
+# that grows, ~8 bytes a hit): a reply line that never ends, everything received on one
+# connection, and lines received on one connection.
+MAX_PENDING = 1024 * 1024
+MAX_RECEIVED = 2 * 1024 * 1024
+MAX_LINES = 1_000
 # How long to wait for a connection to close after our close or LOGOUT before aborting.
 CLOSE_GRACE = 1.0
 
@@ -213,10 +218,15 @@ class _ImapProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
 
     aioimaplib treats any first line containing ``OK`` as a greeting (so ``+OK`` POP3
     passes), raises from ``data_received`` on input it cannot parse (asyncio then logs
-    the error with the pending command, password included, in its repr) and never
-    fails pending commands when the connection drops. Here the greeting is judged by
-    :class:`_GreetingBuffer`, parser errors close the connection and are kept in
-    ``error``, and ``closed`` lets callers stop waiting.
+    the error with the pending command, password included, in its repr), never fails
+    pending commands when the connection drops, silently drops lines that are not IMAP
+    responses (the command then waits for its cap, as if the server were silent), and
+    copies its whole pending input once per line it parses, recursively (a chunk full of
+    short lines costs memory quadratic in its size). Here the greeting is judged by
+    :class:`_GreetingBuffer`, aioimaplib is fed one complete line at a time within
+    :data:`MAX_PENDING`, :data:`MAX_RECEIVED` and :data:`MAX_LINES`, a line that is
+    neither tagged, untagged nor a continuation is a parse error, parser errors close
+    the connection and are kept in ``error``, and ``closed`` lets callers stop waiting.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -225,6 +235,9 @@ class _ImapProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self.closed: asyncio.Future[None] = loop.create_future()
         self.error: BaseException | None = None
         self.buffer = _GreetingBuffer()
+        self._pending = bytearray()
+        self._received = 0
+        self._lines = 0
 
     def data_received(self, data: bytes) -> None:
         if not self.greeting.done():
@@ -238,12 +251,38 @@ class _ImapProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         if self.error is not None or not self.greeting.result().ok or not data:
             return
         try:
-            super().data_received(data)
-            if len(self.incomplete_line) > MAX_PENDING:
-                raise ValueError(f"a reply line exceeded {MAX_PENDING} bytes without an end")
+            self._feed(data)
         except Exception as exc:  # any parser failure: contain it, see class docstring
             self.error = exc
             self.transport.abort()
+
+    def _feed(self, data: bytes) -> None:
+        """Hand aioimaplib the complete lines of ``data``, one at a time, within the caps."""
+        self._received += len(data)
+        if self._received > MAX_RECEIVED:
+            raise ValueError(f"the server sent more than {MAX_RECEIVED} bytes")
+        pending = self._pending
+        pending += data
+        start = 0
+        while (end := pending.find(b"\r\n", start)) >= 0:
+            self._lines += 1
+            if self._lines > MAX_LINES:
+                raise ValueError(f"the server sent more than {MAX_LINES} lines")
+            super().data_received(bytes(pending[start : end + 2]))
+            start = end + 2
+        del pending[:start]
+        if len(pending) > MAX_PENDING:
+            raise ValueError(f"a reply line exceeded {MAX_PENDING} bytes without an end")
+
+    def _handle_line(self, line: bytes, current_cmd: Any) -> Any:
+        if (
+            line
+            and current_cmd is None
+            and not line.startswith((b"*", b"+"))
+            and not aioimaplib.tagged_status_response_re.match(line)
+        ):
+            raise ValueError(f"not an IMAP response line: {line[:60]!r}")
+        return super()._handle_line(line, current_cmd)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -394,6 +433,8 @@ class _ImapRun:
         self.facts["plan"] = PLAN_TLS if imap.secure else PLAN_PLAINTEXT
         if not imap.secure:
             self.rec.result.warn(_plaintext_finding(imap))
+        else:  # for the certificate check; reading the CA store takes ~15 ms
+            tls.warm_probe_context(self.options.ca_file)
         addresses = await _net.resolve(self.rec, imap.server, imap.port, prefix="imap")
         started = self.loop.time()
         self.sock = await _net.connect(
@@ -649,10 +690,10 @@ class _ImapRun:
     async def _check_certificate(self) -> _CertCheck:
         """A second handshake with verification on and SNI = ``imap.server``."""
         assert self.peer is not None
-        ctx = tls.verifying_context(self.options.ca_file)
         cap = min(self.options.step_timeout, self.rec.remaining())
         try:
             async with asyncio.timeout(max(cap, 0.0)):
+                ctx = await tls.probe_context(self.options.ca_file)
                 sock = await _dial(*self.peer)
                 transport, proto = await _open_transport(
                     sock, lambda: _GreetingProtocol(self.loop), ctx, self.imap.server
@@ -693,7 +734,8 @@ class _ImapRun:
         if failure is None:
             return _Fail(
                 FailureClass.RESET,
-                f"the connection failed during the TLS handshake ({exc.strerror or exc})",
+                "the connection failed during the TLS handshake "
+                f"({exc.strerror or str(exc) or type(exc).__name__})",
                 f"check imap.server and imap.port ({imap.port}); port 993 speaks TLS",
                 "imap.port",
             )

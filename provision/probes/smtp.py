@@ -318,6 +318,8 @@ class _SmtpProbe:
         self.facts["plan"] = _PLAN[self.cfg.secure]
         self.facts["sni"] = None if _is_ip(self.cfg.server) else self.cfg.server
         self.facts["ehlo_name"] = self.ehlo_name
+        # Reading the CA store takes ~15 ms: start it now, beside connect and EHLO.
+        tls.warm_probe_context(self.options.ca_file, verify=self.options.smtp_verify)
         if not self.options.smtp_verify:
             self.rec.result.warn(
                 Finding(
@@ -390,8 +392,8 @@ class _SmtpProbe:
             handshake_timeout=self.options.step_timeout + 1.0,
         )
 
-    def _context(self) -> ssl.SSLContext:
-        return tls.verifying_context(self.options.ca_file, verify=self.options.smtp_verify)
+    async def _context(self) -> ssl.SSLContext:
+        return await tls.probe_context(self.options.ca_file, verify=self.options.smtp_verify)
 
     @property
     def _live(self) -> _Connection:
@@ -400,7 +402,7 @@ class _SmtpProbe:
 
     async def _implicit_tls(self, info: StepInfo) -> None:
         info.detail = self._handshake_detail()
-        await self._live.wrap(self._context())
+        await self._live.wrap(await self._context())
         self._record_tls(info)
 
     async def _greeting(self, info: StepInfo) -> None:
@@ -428,7 +430,7 @@ class _SmtpProbe:
 
     async def _starttls(self, info: StepInfo) -> None:
         info.detail = "STARTTLS, then " + self._handshake_detail()
-        await self._live.starttls(self._context())
+        await self._live.starttls(await self._context())
         self._record_tls(info)
 
     def _handshake_detail(self) -> str:
@@ -601,8 +603,10 @@ class _SmtpProbe:
                 "advertised",
                 "smtp.secure",
             )
-        if code in (SMTPStatus.parameter_not_implemented, 534):
-            # 504 5.5.4 mechanism not supported; 534 5.7.9 mechanism too weak.
+        if code in (500, 502, 503, SMTPStatus.parameter_not_implemented, 534):
+            # 500/502 AUTH unknown or not implemented, 503 not enabled (Postfix "503 5.5.1
+            # Error: authentication not enabled"), although EHLO advertised it: not about
+            # the credentials. 504 5.5.4 mechanism not supported; 534 5.7.9 too weak.
             return _Failure(
                 _F.NO_COMMON_MECHANISM,
                 f"the server refused AUTH {mech} although it advertised it: {reply}",
@@ -947,7 +951,7 @@ class _SmtpProbe:
             deadline=min(self.rec.deadline, loop.time() + self.options.step_timeout),
             step_timeout=self.options.step_timeout,
         )
-        context = tls.verifying_context(self.options.ca_file, verify=False)
+        context = await tls.probe_context(self.options.ca_file, verify=False)
         conn: _Connection | None = None
         try:
             sock = await _net.connect(

@@ -2,7 +2,8 @@
 
 A :class:`Script` says what the server sends first and how it answers each command;
 everything else answers like a minimal, well-behaved IMAP server. Two sentinels make
-misbehaviour deterministic without sleeping: :data:`SILENT` waits on an event that is
+misbehaviour deterministic without sleeping (more in :mod:`tests.servers.faults`:
+resets, floods, trickles, per-call replies): :data:`SILENT` waits on an event that is
 only set at close (the client's short cap decides), :data:`DROP` closes at once.
 
 The server records every command line it receives (``lines``, raw, so tests can check
@@ -15,23 +16,11 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass, field
-from typing import Final
 
+from tests.servers import faults
+from tests.servers.faults import DROP, SILENT, Connection, PerCall
 
-class _Sentinel:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: Say nothing and keep the connection open until the server is closed.
-SILENT: Final = _Sentinel("SILENT")
-#: Close the connection without a word.
-DROP: Final = _Sentinel("DROP")
-
-Reply = bytes | _Sentinel
+Reply = faults.Reply
 
 #: Answers of a minimal well-behaved server. ``{tag}`` is replaced by the command's tag.
 DEFAULT_REPLIES: dict[str, Reply] = {
@@ -54,13 +43,14 @@ class Script:
 
     Attributes:
         greeting: bytes sent on connect (may lack a line end), or SILENT/DROP.
-        replies: per command name, bytes (``{tag}`` and ``{args}`` are filled in) or
-            SILENT/DROP; unlisted commands get :data:`DEFAULT_REPLIES`.
+        replies: per command name, bytes (``{tag}`` and ``{args}`` are filled in), a
+            fault or a :class:`~tests.servers.faults.PerCall`; unlisted commands get
+            :data:`DEFAULT_REPLIES`.
         close_after_greeting: close right after the greeting (``* BYE`` servers).
     """
 
     greeting: Reply = GREETING
-    replies: dict[str, Reply] = field(default_factory=dict)
+    replies: dict[str, Reply | PerCall] = field(default_factory=dict)
     close_after_greeting: bool = False
 
 
@@ -173,10 +163,12 @@ class ScriptedImapServer:
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         script = self.script
-        if not await self._send(writer, script.greeting, b"*", b""):
+        conn = Connection(reader, writer, self._release)
+        if not await self._send(conn, script.greeting, b"*", b""):
             return
         if script.close_after_greeting:
             return
+        calls: dict[str, int] = {}
         while True:
             line = await reader.readline()
             if not line:
@@ -187,22 +179,20 @@ class ScriptedImapServer:
             name = name_bytes.decode("ascii", "replace").upper()
             self.commands.append(name)
             reply = script.replies.get(name, DEFAULT_REPLIES.get(name, b"{tag} BAD unknown\r\n"))
-            if not await self._send(writer, reply, tag, args) or name == "LOGOUT":
+            if isinstance(reply, PerCall):
+                reply = reply.nth(calls.get(name, 0))
+            calls[name] = calls.get(name, 0) + 1
+            if not await self._send(conn, reply, tag, args) or name == "LOGOUT":
                 return
 
-    async def _send(
-        self, writer: asyncio.StreamWriter, reply: Reply, tag: bytes, args: bytes
-    ) -> bool:
+    async def _send(self, conn: Connection, reply: Reply, tag: bytes, args: bytes) -> bool:
         """Send one scripted reply; ``False`` when the conversation is over."""
-        if reply is SILENT:
-            await self._release.wait()
-            return False
-        if reply is DROP:
-            return False
-        assert isinstance(reply, bytes)
-        writer.write(reply.replace(b"{tag}", tag).replace(b"{args}", args))
-        await writer.drain()
-        return not reply.lstrip().startswith(b"* BYE") or b"{tag}" in reply
+        going_on = await faults.perform(
+            reply, conn, lambda data: data.replace(b"{tag}", tag).replace(b"{args}", args)
+        )
+        if isinstance(reply, bytes):
+            return going_on and (not reply.lstrip().startswith(b"* BYE") or b"{tag}" in reply)
+        return going_on
 
 
 async def start_scripted_server(

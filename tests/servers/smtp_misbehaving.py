@@ -2,10 +2,12 @@
 
 A :class:`Script` says what the server sends first and how it answers each command verb;
 everything else answers like a minimal submission server. Sentinels make misbehaviour
-deterministic without sleeping: :data:`SILENT` waits on an event that is only set when
-the server closes (the client's short step cap decides), :data:`DROP` closes at once,
-:data:`BROKEN_TLS` answers ``220`` to STARTTLS and then garbage to the ClientHello, and
-:class:`Delayed` sends its bytes only when released (a banner later than any cap).
+deterministic without sleeping (more in :mod:`tests.servers.faults`: resets, floods,
+trickles, per-call replies, a working STARTTLS): :data:`SILENT` waits on an event that
+is only set when the server closes (the client's short step cap decides), :data:`DROP`
+closes at once, :data:`BROKEN_TLS` answers ``220`` to STARTTLS and then garbage to the
+ClientHello, and :class:`Delayed` sends its bytes only when released (a banner later than
+any cap).
 
 The server records every command it receives in ``commands`` (AUTH reduced to
 ``AUTH <mechanism>``, never the credentials).
@@ -21,21 +23,11 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Final
 
+from tests.servers import faults
+from tests.servers.faults import DROP, SILENT, Connection, PerCall, Sentinel
 
-class _Sentinel:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: Say nothing and keep the connection open until the server is closed.
-SILENT: Final = _Sentinel("SILENT")
-#: Close the connection without a word.
-DROP: Final = _Sentinel("DROP")
 #: Answer STARTTLS with 220, wait for the ClientHello, answer it with plaintext garbage.
-BROKEN_TLS: Final = _Sentinel("BROKEN_TLS")
+BROKEN_TLS: Final = Sentinel("BROKEN_TLS")
 
 
 @dataclass(frozen=True)
@@ -45,7 +37,7 @@ class Delayed:
     data: bytes
 
 
-Reply = bytes | _Sentinel | Delayed
+Reply = faults.Reply | Delayed
 
 EHLO_AUTH = b"250-scripted.test\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250 HELP\r\n"
 EHLO_STARTTLS = b"250-scripted.test\r\n250-STARTTLS\r\n250 HELP\r\n"
@@ -71,12 +63,13 @@ class Script:
     Attributes:
         greeting: bytes sent on connect (may lack a line end), or a sentinel.
         replies: per verb, bytes (``{args}`` is the raw argument, ``{decoded}`` its last
-            word base64-decoded) or a sentinel; unlisted verbs get :data:`DEFAULT_REPLIES`.
+            word base64-decoded), a fault, or a :class:`~tests.servers.faults.PerCall`;
+            unlisted verbs get :data:`DEFAULT_REPLIES`.
         close_after_greeting: close right after the greeting.
     """
 
     greeting: Reply = GREETING
-    replies: dict[str, Reply] = field(default_factory=dict)
+    replies: dict[str, Reply | PerCall] = field(default_factory=dict)
     close_after_greeting: bool = False
 
 
@@ -198,10 +191,12 @@ class ScriptedSmtpServer:
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         script = self.script
-        if not await self._send(reader, writer, script.greeting, b""):
+        conn = Connection(reader, writer, self._release)
+        if not await self._send(conn, script.greeting, b""):
             return
         if script.close_after_greeting:
             return
+        calls: dict[str, int] = {}
         while True:
             line = await reader.readline()
             if not line:
@@ -212,18 +207,15 @@ class ScriptedSmtpServer:
             self.commands.append(f"{verb} {shown.decode('ascii', 'replace')}".strip())
             default = DEFAULT_REPLIES.get(verb, b"502 5.5.2 Command not recognized\r\n")
             reply = script.replies.get(verb, default)
-            if not await self._send(reader, writer, reply, args) or verb == "QUIT":
+            if isinstance(reply, PerCall):
+                reply = reply.nth(calls.get(verb, 0))
+            calls[verb] = calls.get(verb, 0) + 1
+            if not await self._send(conn, reply, args) or verb == "QUIT":
                 return
 
-    async def _send(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: Reply, args: bytes
-    ) -> bool:
+    async def _send(self, conn: Connection, reply: Reply, args: bytes) -> bool:
         """Send one scripted reply; ``False`` when the conversation is over."""
-        if reply is SILENT:
-            await self._release.wait()
-            return False
-        if reply is DROP:
-            return False
+        reader, writer = conn.reader, conn.writer
         if reply is BROKEN_TLS:
             writer.write(b"220 2.0.0 Ready to start TLS\r\n")
             await writer.drain()
@@ -235,10 +227,12 @@ class ScriptedSmtpServer:
         if isinstance(reply, Delayed):
             await self._release.wait()
             reply = reply.data
-        assert isinstance(reply, bytes)
-        writer.write(reply.replace(b"{args}", args).replace(b"{decoded}", _decoded(args)))
-        await writer.drain()
-        return True
+        assert not isinstance(reply, Delayed)
+        return await faults.perform(
+            reply,
+            conn,
+            lambda data: data.replace(b"{args}", args).replace(b"{decoded}", _decoded(args)),
+        )
 
 
 def _decoded(args: bytes) -> bytes:
