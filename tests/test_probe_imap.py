@@ -287,6 +287,23 @@ async def test_probe_imap_plaintext_to_tls_port_is_confirmed(
     assert "LOGIN" not in server.commands
 
 
+async def test_probe_imap_plaintext_to_tls_port_is_found_long_before_the_step_cap(
+    pymap: StartPymap, sandbox_ca: SandboxCA
+) -> None:
+    """With a 30 s cap the answer comes from the early TLS check, not from the cap."""
+    server = await pymap(implicit_tls=True, tls_context=sandbox_ca.server_context())
+
+    async with asyncio.timeout(10):
+        result = await probe(make_inbox(server.port, secure=False), cap=30, budget=60)
+
+    assert result.failure is FailureClass.PLAINTEXT_ON_TLS_PORT
+    assert result.field == "imap.secure"
+    assert "set imap.secure: true" in (result.hint or "")
+    greeting = next(s for s in result.steps if s.step.value == "greeting")
+    assert greeting.elapsed_ms < 30_000 / 2
+    assert "LOGIN" not in server.commands
+
+
 async def test_probe_imap_tls_to_plaintext_port_is_confirmed(pymap: StartPymap) -> None:
     server = await pymap(implicit_tls=False)
 

@@ -399,6 +399,22 @@ async def test_probe_smtp_plaintext_to_tls_port_says_set_secure_true(
     assert server.verbs() == []
 
 
+async def test_probe_smtp_plaintext_to_tls_port_is_found_long_before_the_step_cap(
+    smtp_server: StartServer, valid_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """With a 30 s cap the answer comes from the early TLS check, not from the cap."""
+    server = await smtp_server("implicit", valid_context)
+
+    async with asyncio.timeout(10):
+        result = await probe(server.port, secure=False, ca_file=ca_file, step=30, budget=60)
+
+    assert_failed(result, F.PLAINTEXT_ON_TLS_PORT, "smtp.secure", "set smtp.secure: true")
+    greeting = next(s for s in result.steps if s.step.value == "greeting")
+    assert greeting.elapsed_ms < 30_000 / 2
+    assert result.facts["confirmed_mode"] == "implicit-tls"
+    assert server.verbs() == []
+
+
 # -- network ------------------------------------------------------------------------
 
 

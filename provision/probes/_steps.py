@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from provision.results import Stage, StageResult, Status, Step, StepResult
 
-__all__ = ["Recorder", "StepInfo", "StepTimeout"]
+__all__ = ["Recorder", "StepInfo", "StepTimeout", "early_mode_check_after"]
 
 
 class StepTimeout(Exception):
@@ -101,3 +101,14 @@ class Recorder:
                 address=address,
             )
         )
+
+
+def early_mode_check_after(step_timeout: float) -> float:
+    """Seconds of silence after which a plaintext probe also asks the port in TLS.
+
+    A plaintext client on an implicit-TLS port waits forever (the server waits for a
+    ClientHello): the most reported mismatch (probe-anchors.md §4). Asking early, on
+    a second, credential-free connection, answers in about this long instead of a
+    whole step cap; a server that is merely slow still gets the full cap.
+    """
+    return min(2.0, step_timeout / 2)

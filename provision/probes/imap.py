@@ -40,7 +40,7 @@ from provision.models import ImapSettings, Inbox, ProbeOptions, Secret
 from provision.probes import _net
 from provision.probes._providers import provider_hint
 from provision.probes._scrub import SecretsFilter, scrub
-from provision.probes._steps import Recorder, StepTimeout
+from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
 from provision.results import ExitCode, FailureClass, Finding, Stage, StageResult, Step
 
 __all__ = ["PLAN_PLAINTEXT", "PLAN_TLS", "probe_imap"]
@@ -424,6 +424,7 @@ class _ImapRun:
         self.sock: socket.socket | None = None
         self.peer: tuple[int, Any] | None = None
         self.cert_task: asyncio.Task[_CertCheck] | None = None
+        self.early_confirm: asyncio.Task[_Greeting | None] | None = None
         self.auth_clock = 0.0
 
     # ---- flow
@@ -464,6 +465,9 @@ class _ImapRun:
             await self._mailbox()
             await self._quit()
         finally:
+            if self.early_confirm is not None and not self.early_confirm.done():
+                self.early_confirm.cancel()
+                await asyncio.wait({self.early_confirm})
             await self._close()
             await self._certificate_finding()
 
@@ -494,7 +498,10 @@ class _ImapRun:
         proto = self._proto()
         try:
             async with self.rec.step(Step.GREETING) as info:
-                greeting = await proto.greeting
+                if self.imap.secure:
+                    greeting = await proto.greeting
+                else:
+                    greeting = await self._greeting_or_implicit_tls(proto.greeting)
                 info.detail = _show_greeting(greeting, self.imap.password)
                 if not greeting.ok:
                     raise _BadGreeting(greeting)
@@ -506,6 +513,33 @@ class _ImapRun:
         if greeting.preauth:
             self.facts["preauth"] = True
         return greeting
+
+    async def _greeting_or_implicit_tls(self, greeting: asyncio.Future[_Greeting]) -> _Greeting:
+        """Wait for the greeting; after a silence, ask the same port in TLS meanwhile.
+
+        A plaintext client on an implicit-TLS port waits forever (the server waits
+        for a ClientHello). Whichever answers first decides; if the step cap ends
+        the wait, the timeout's follow-up uses the check's answer.
+        """
+        done, _ = await asyncio.wait(
+            {greeting}, timeout=early_mode_check_after(self.options.step_timeout)
+        )
+        if done:
+            return greeting.result()
+        check = self.early_confirm = asyncio.create_task(self._confirm(secure=True))
+        pending: set[asyncio.Future[Any]] = {greeting, check}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if greeting.done():
+            return greeting.result()
+        confirm = check.result()
+        if confirm is not None and confirm.kind == "line":
+            raise self._mismatch(
+                FailureClass.PLAINTEXT_ON_TLS_PORT,
+                "no greeting in plaintext, while a TLS client was greeted",
+                confirm,
+                in_tls=True,
+            )
+        return await greeting
 
     async def _capabilities(self, greeting: _Greeting) -> list[str]:
         """CAPABILITY, unless the greeting carried it (RFC 3501 §7.1 response code)."""
@@ -777,7 +811,10 @@ class _ImapRun:
         if not imap.secure:
             # Plaintext to an implicit-TLS port hangs: the server waits for a ClientHello
             # (probe-anchors.md §3 row 9). Confirm with TLS before saying so.
-            confirm = await self._confirm(secure=True)
+            if self.early_confirm is not None:
+                confirm = await self.early_confirm
+            else:
+                confirm = await self._confirm(secure=True)
             if confirm is not None and confirm.kind == "line":
                 text = f"no greeting within {exc.cap:.1f} s in plaintext"
                 return self._mismatch(

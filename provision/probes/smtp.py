@@ -55,7 +55,7 @@ from provision.probes import _net
 from provision.probes._net import AddrInfo, ConnectFailure
 from provision.probes._providers import provider_hint
 from provision.probes._scrub import scrub
-from provision.probes._steps import Recorder, StepInfo, StepTimeout
+from provision.probes._steps import Recorder, StepInfo, StepTimeout, early_mode_check_after
 from provision.results import FailureClass, Finding, Stage, StageResult, Status, Step
 
 __all__ = ["NODEMAILER_MECHANISMS", "nodemailer_hostname", "probe_smtp", "secret_forms"]
@@ -311,6 +311,7 @@ class _SmtpProbe:
         self.address: AddrInfo | None = None
         self.conn: _Connection | None = None
         self.mechanism: str | None = None
+        self.early_check: asyncio.Future[_Diagnosis] | None = None
 
     # -- the session ---------------------------------------------------------------
 
@@ -336,6 +337,8 @@ class _SmtpProbe:
             f = stop.failure
             self.rec.result.fail(f.failure, f.message, hint=f.hint, field=f.field)
         finally:
+            if self.early_check is not None:
+                await _cancelled(self.early_check)
             if self.conn is not None:
                 await self.conn.close(graceful=False)
         _scrub_stage(self.rec.result, self.secrets)
@@ -406,11 +409,44 @@ class _SmtpProbe:
         self._record_tls(info)
 
     async def _greeting(self, info: StepInfo) -> None:
-        reply = await self._live.read_greeting()
+        if self.cfg.secure:
+            reply = await self._live.read_greeting()
+        else:
+            reply = await self._greeting_or_implicit_tls()
         self.facts["greeting"] = info.detail = _reply_text(reply)
         if reply.code != SMTPStatus.ready:
             # nodemailer: anything but 220 is "Invalid greeting from server".
             raise _Stop(self._classify_reply(Step.GREETING, reply.code, reply.message))
+
+    async def _greeting_or_implicit_tls(self) -> SMTPResponse:
+        """Wait for the greeting; after a silence, ask the same port in TLS meanwhile.
+
+        Whichever answers first decides: the greeting (the server is only slow), or
+        a TLS session that greets with 220 (the port speaks TLS from the first byte).
+        If the step cap ends the wait first, the check goes on and the follow-up of
+        the greeting timeout uses its answer (see :meth:`_confirm_implicit_tls`).
+        """
+        read = asyncio.ensure_future(self._live.read_greeting())
+        try:
+            done, _ = await asyncio.wait(
+                {read}, timeout=early_mode_check_after(self.options.step_timeout)
+            )
+            if done:
+                return read.result()
+            check = self.early_check = asyncio.ensure_future(
+                self._diagnose(tls_first=True, starttls=False)
+            )
+            await asyncio.wait({read, check}, return_when=asyncio.FIRST_COMPLETED)
+            if read.done():
+                await _cancelled(check)
+                return read.result()
+            diag = check.result()
+            if diag.greeted:
+                self._record_mode_check("TLS handshake (verification off), then greeting", diag)
+                raise _Stop(self._implicit_tls_confirmed(diag))
+            return await read
+        finally:
+            await _cancelled(read)
 
     async def _ehlo(self, info: StepInfo) -> None:
         info.detail = f"EHLO {self.ehlo_name}"
@@ -864,10 +900,16 @@ class _SmtpProbe:
 
     async def _confirm_implicit_tls(self, failure: _Failure) -> _Failure:
         """Plaintext got no greeting: does the port answer a TLS handshake with 220?"""
-        diag = await self._diagnose(tls_first=True, starttls=False)
+        if self.early_check is not None:
+            diag = await self.early_check
+        else:
+            diag = await self._diagnose(tls_first=True, starttls=False)
         self._record_mode_check("TLS handshake (verification off), then greeting", diag)
         if not diag.greeted:
             return failure
+        return self._implicit_tls_confirmed(diag)
+
+    def _implicit_tls_confirmed(self, diag: _Diagnosis) -> _Failure:
         self.facts["confirmed_mode"] = "implicit-tls"
         return _Failure(
             _F.PLAINTEXT_ON_TLS_PORT,
@@ -1003,6 +1045,13 @@ class _SmtpProbe:
             "capabilities": diag.capabilities,
             "steps": diag.steps,
         }
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` unless it is done, and wait until it is."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
 
 
 async def _auth_plain(smtp: SMTP, username: str, password: str) -> SMTPResponse:
