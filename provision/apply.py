@@ -15,11 +15,9 @@ one ``POST /api/v1/email-inbox``, so nothing is ever half-written:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from provision.errors import ConfigError, ConfigProblem
@@ -371,8 +369,3 @@ def _unreachable(report: Report, inboxes: Sequence[Inbox], exc: RocketChatCallEr
         result.extra.setdefault("action", Action.FAILED)
         result.extra.setdefault("id", None)
         report.inboxes.append(result)
-
-
-def with_ca(options: ProbeOptions, ca_file: Path) -> ProbeOptions:
-    """``options`` trusting ``ca_file`` too (the sandbox's CA)."""
-    return dataclasses.replace(options, ca_file=options.ca_file or ca_file)
