@@ -234,7 +234,8 @@ async def test_slow_post_applied_after_the_client_gave_up_is_not_doubled(
         try:
             double.inject("POST", INBOX, Fault.slow(0.8))
             inbox_id = await client.save_inbox(plan_body_for_create(inbox_payload(make_inbox())))
-            await asyncio.sleep(1.0)  # until the slow POST has been handled
+            async with asyncio.timeout(5):  # the slow first POST still lands on the server
+                await double.wait_answered("POST", INBOX, 2)
         finally:
             await http.aclose()
     assert list(double.inboxes) == [inbox_id]

@@ -713,6 +713,7 @@ class RocketChatDouble:
         self._handles: dict[str, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._closing: asyncio.Event | None = None
+        self._answered: asyncio.Condition | None = None
         self._generation = 0
         self.reset()
 
@@ -847,6 +848,23 @@ class RocketChatDouble:
         """The logged requests with this method and path."""
         return [r for r in self.requests if r.method == method.upper() and r.path == path]
 
+    async def wait_answered(self, method: str, path: str, count: int) -> list[LoggedRequest]:
+        """Wait until ``count`` requests with this method and path have been answered.
+
+        A synchronisation point for tests (a slow request that a client gave up on
+        still completes on the server); put a timeout around it.
+        """
+        if self._answered is None:
+            self._answered = asyncio.Condition()
+
+        def answered() -> bool:
+            done = [r for r in self.requests_to(method, path) if r.status is not None]
+            return len(done) >= count
+
+        async with self._answered:
+            await self._answered.wait_for(answered)
+        return self.requests_to(method, path)
+
     @property
     def logged_out_tokens(self) -> list[str]:
         """Tokens deleted by ``/api/v1/logout``."""
@@ -892,6 +910,9 @@ class RocketChatDouble:
         self.requests.append(request.log)
         response = await self._dispatch(request)
         request.log.status = response.status
+        if self._answered is not None:
+            async with self._answered:
+                self._answered.notify_all()
         await send(
             {
                 "type": "http.response.start",
