@@ -29,6 +29,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,6 +172,13 @@ def _read_bytes(path: Path) -> bytes:
     if len(data) > _MAX_BYTES:
         raise _ReadError(f"larger than {_MAX_BYTES // 1024} KiB")
     return data
+
+
+def _is_pipe(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False  # reading it reports the problem
 
 
 def _decode(data: bytes) -> str:
@@ -921,6 +929,10 @@ class _InboxReader:
         if not file.is_absolute():
             file = self._source.base_dir / file
         where = f"{name!r}" if str(file) == name else f"{name!r} ({file})"
+        if _is_pipe(file):
+            # Opening a FIFO waits for a writer, and loading runs before any deadline.
+            self.problem(line, path, f"cannot read file {where}: a pipe, not a regular file")
+            return None
         try:
             text = _read_bytes(file).decode("utf-8")
         except _ReadError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -1263,3 +1264,32 @@ def test_property_strings_round_trip(name: str, description: str, form: str) -> 
     [inbox] = load_text(text).inboxes
 
     assert (inbox.name, inbox.description) == (name, description)
+
+
+def test_file_reference_to_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo)
+    inbox = tmp_path / "inbox.yaml"
+    inbox.write_text(BASE.replace("smtp-pass", "${file:secret.fifo}"))
+    code = (
+        "import sys\n"
+        "from provision.config import load_inboxes\n"
+        "from provision.errors import ConfigError\n"
+        "try:\n"
+        "    load_inboxes([sys.argv[1]])\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    # In a child process: if the pipe were opened, the loader would wait forever.
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(inbox)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout
+    assert "smtp.password" in out
+    assert "a pipe, not a regular file" in out
