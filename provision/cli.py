@@ -166,6 +166,19 @@ def check(
     _emit(report, json_output, code=_finish_ci(ci, report))
 
 
+AllowHttpOpt = Annotated[
+    bool,
+    typer.Option("--allow-http", help="Allow plain HTTP to a non-loopback Rocket.Chat."),
+]
+TwoFactorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--2fa-code",
+        metavar="CODE",
+        help="2FA code for a password login (or ROCKETCHAT_2FA_CODE).",
+        show_default=False,
+    ),
+]
 ServerOpt = Annotated[
     str | None,
     typer.Option(
@@ -198,19 +211,8 @@ def set_command(
             help="Re-read written inboxes this long; fail if Rocket.Chat switches one off.",
         ),
     ] = 0.0,
-    allow_http: Annotated[
-        bool,
-        typer.Option("--allow-http", help="Allow plain HTTP to a non-loopback Rocket.Chat."),
-    ] = False,
-    two_factor_code: Annotated[
-        str | None,
-        typer.Option(
-            "--2fa-code",
-            metavar="CODE",
-            help="2FA code for a password login (or ROCKETCHAT_2FA_CODE).",
-            show_default=False,
-        ),
-    ] = None,
+    allow_http: AllowHttpOpt = False,
+    two_factor_code: TwoFactorOpt = None,
     json_output: JsonOpt = False,
     strict: StrictOpt = False,
     timeout: TimeoutOpt = 120.0,
@@ -363,19 +365,8 @@ def export_command(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing --output file.")
     ] = False,
-    allow_http: Annotated[
-        bool,
-        typer.Option("--allow-http", help="Allow plain HTTP to a non-loopback Rocket.Chat."),
-    ] = False,
-    two_factor_code: Annotated[
-        str | None,
-        typer.Option(
-            "--2fa-code",
-            metavar="CODE",
-            help="2FA code for a password login (or ROCKETCHAT_2FA_CODE).",
-            show_default=False,
-        ),
-    ] = None,
+    allow_http: AllowHttpOpt = False,
+    two_factor_code: TwoFactorOpt = None,
     ca_file: CaFileOpt = None,
     timeout: TimeoutOpt = 60.0,
     verbose: VerboseOpt = False,

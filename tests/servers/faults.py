@@ -22,6 +22,7 @@ on a connection and says whether the conversation goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import struct
@@ -189,3 +190,54 @@ def reset(writer: asyncio.StreamWriter) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+class ScriptedServer:
+    """Connection bookkeeping shared by the scripted SMTP and IMAP servers.
+
+    Subclasses are dataclasses with the fields ``port``, ``connections``,
+    ``_release``, ``_server``, ``_tasks`` and ``_writers``, and implement
+    :meth:`_converse` (one whole conversation on one connection).
+    """
+
+    port: int
+    connections: int
+    _release: asyncio.Event
+    _server: asyncio.Server | None
+    _tasks: set[asyncio.Task[None]]
+    _writers: set[asyncio.StreamWriter]
+
+    async def listen(self, tls_context: ssl.SSLContext | None) -> None:
+        """Listen on 127.0.0.1 (TLS from the first byte when ``tls_context`` is given)."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=tls_context)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Release silent connections, close everything, wait (at most 2 s)."""
+        self._release.set()
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2.0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        self.connections += 1
+        try:
+            await self._converse(reader, writer)
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+            self._tasks.discard(task)
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError

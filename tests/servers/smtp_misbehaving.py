@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import ssl
 from dataclasses import dataclass, field
 from typing import Final
@@ -146,7 +145,7 @@ SCRIPTS: dict[str, Script] = {
 
 
 @dataclass(eq=False)
-class ScriptedSmtpServer:
+class ScriptedSmtpServer(faults.ScriptedServer):
     """A listening scripted server; use :func:`start_scripted_server`."""
 
     script: Script
@@ -161,33 +160,6 @@ class ScriptedSmtpServer:
     def verbs(self) -> list[str]:
         """The command verbs received, in order."""
         return [c.split(" ", 1)[0] for c in self.commands]
-
-    async def close(self) -> None:
-        """Release silent connections, close everything, wait (at most 2 s)."""
-        self._release.set()
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=2.0)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        self.connections += 1
-        try:
-            await self._converse(reader, writer)
-        except (ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
-            self._tasks.discard(task)
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         script = self.script
@@ -250,6 +222,5 @@ async def start_scripted_server(
     if isinstance(script, str):
         script = SCRIPTS[script]
     server = ScriptedSmtpServer(script)
-    server._server = await asyncio.start_server(server._handle, "127.0.0.1", 0, ssl=tls_context)
-    server.port = server._server.sockets[0].getsockname()[1]
+    await server.listen(tls_context)
     return server
