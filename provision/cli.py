@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from provision import __version__
+from provision._version import __version__
 from provision.errors import ConfigError, ConfigProblem
 from provision.results import SCHEMA_VERSION, ExitCode
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provision import __version__
+from provision._version import __version__
 from provision.errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:

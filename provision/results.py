@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "SCHEMA_VERSION",
     "ExitCode",
+    "Failure",
     "FailureClass",
     "Finding",
     "InboxResult",
@@ -199,6 +200,21 @@ _EXIT_CODES: dict[FailureClass, ExitCode] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A classified failure: the one shape of "what went wrong and what to change".
+
+    Every layer that diagnoses (connect, TLS, provider rules, the SMTP and IMAP
+    classifiers, Rocket.Chat's error mapping) returns one of these; a stage records it
+    with :meth:`StageResult.fail_with`.
+    """
+
+    cls: FailureClass
+    message: str
+    hint: str | None = None
+    field: str | None = None
+
+
 @dataclass(slots=True, kw_only=True)
 class Finding:
     """A warning: the inbox works (or would), but something should change.
@@ -272,6 +288,10 @@ class StageResult:
             self.hint = hint
             self.field = field
         return self
+
+    def fail_with(self, failure: Failure) -> StageResult:
+        """:meth:`fail` with a classified :class:`Failure`."""
+        return self.fail(failure.cls, failure.message, hint=failure.hint, field=failure.field)
 
     def warn(self, finding: Finding) -> None:
         """Record a warning; a passed stage becomes ``warning``."""

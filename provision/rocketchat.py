@@ -47,7 +47,7 @@ from typing import Any, Final, NoReturn
 
 import httpx
 
-from provision import __version__
+from provision._version import __version__
 from provision.errors import ConfigError, ConfigProblem, RocketChatError
 from provision.models import DEFAULT_MAX_RETRIES, Inbox, Secret
 from provision.tls import classify_tls_error, verifying_context
