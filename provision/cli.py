@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from provision._version import __version__
+from provision.cli_coerce import FastCommand, FastGroup
 from provision.errors import ConfigError, ConfigProblem
 from provision.results import SCHEMA_VERSION, ExitCode
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    cls=FastGroup,
     name="provision",
     help="Probe, then provision Rocket.Chat omnichannel email inboxes as code.",
     no_args_is_help=True,
@@ -130,7 +132,7 @@ JunitOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=FastCommand)
 def check(
     files: FilesArg = None,
     json_output: JsonOpt = False,
@@ -191,7 +193,7 @@ ServerOpt = Annotated[
 ]
 
 
-@app.command(name="set")
+@app.command(name="set", cls=FastCommand)
 def set_command(
     files: FilesArg = None,
     server: ServerOpt = None,
@@ -328,7 +330,7 @@ async def _set_sandbox(
         )
 
 
-@app.command(name="sandbox")
+@app.command(name="sandbox", cls=FastCommand)
 def sandbox_command(
     directory: Annotated[
         Path | None,
@@ -349,7 +351,7 @@ def sandbox_command(
     raise typer.Exit(0)
 
 
-@app.command(name="export")
+@app.command(name="export", cls=FastCommand)
 def export_command(
     server: ServerOpt = None,
     output: Annotated[
@@ -429,7 +431,7 @@ def export_command(
     raise typer.Exit(0)
 
 
-@app.command(name="schema")
+@app.command(name="schema", cls=FastCommand)
 def schema_command() -> None:
     """Print the JSON Schema (draft 2020-12) of the inbox file, for editors and linters."""
     from provision.config import inbox_file_schema

@@ -1,0 +1,131 @@
+"""Start-up: what a run imports, by module names in a child process (not by time), and the
+pydantic-free parameter coercion that keeps Typer's cost off the hot path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from provision.cli import app
+
+#: Prints, after the run, every imported module name as JSON on stderr's last line.
+_CHILD = """
+import json, runpy, sys
+sys.argv = ["provision", *sys.argv[1:]]
+try:
+    runpy.run_module("provision", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+sys.stderr.write("\\n" + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+
+def _imported(*args: str, cwd: Path) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+    modules: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
+    return set(modules)
+
+
+def _top(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
+@pytest.fixture
+def one_inbox(tmp_path: Path) -> Path:
+    """One inbox whose servers refuse at once (closed loopback ports): no certificate, no login."""
+    inbox = {
+        "name": "Start-up",
+        "email": "startup@example.com",
+        "smtp": {
+            "server": "127.0.0.1",
+            "port": 9,
+            "username": "u",
+            "password": "pw-1",
+            "secure": False,
+        },
+        "imap": {
+            "server": "127.0.0.1",
+            "port": 9,
+            "username": "u",
+            "password": "pw-1",
+            "secure": True,
+        },
+    }
+    path = tmp_path / "inbox.json"
+    path.write_text(json.dumps({"inboxes": [inbox]}))
+    return path
+
+
+def test_check_of_a_json_file_imports_only_what_it_needs(one_inbox: Path) -> None:
+    modules = _imported("check", str(one_inbox), "--step-timeout", "2", cwd=one_inbox.parent)
+    assert {"provision", "aiosmtplib", "aioimaplib"} <= _top(modules)  # it did run the probes
+    for heavy in ("pydantic", "pydantic_core", "httpx", "rich", "uvicorn", "aiosmtpd", "pymap"):
+        assert heavy not in _top(modules), heavy
+    assert not {m for m in modules if m.startswith(("provision.rocketchat", "provision.sandbox"))}
+
+
+def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
+    modules = _imported("--version", cwd=tmp_path)
+    for heavy in ("pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography"):
+        assert heavy not in _top(modules), heavy
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "abc"], "Invalid value for '--timeout': 'abc' is not a finite number."),
+        (["--timeout", "inf"], "Invalid value for '--timeout': 'inf' is not a finite number."),
+        (["--timeout", "nan"], "Invalid value for '--timeout': 'nan' is not a finite number."),
+        (["--timeout", "0.01"], "Invalid value for '--timeout': must be at least 0.1."),
+        (["-c", "0"], "Invalid value for '--concurrency' / '-c': must be at least 1."),
+        (["-c", "1.5"], "Invalid value for '--concurrency' / '-c': '1.5' is not a whole number."),
+    ],
+)
+def test_bad_numbers_are_usage_errors(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["check", *args, "x.yaml"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_numbers_paths_and_lists_arrive_typed(one_inbox: Path, ca_file: Path) -> None:
+    """Values reach the command as the annotated types (seen through the JSON report)."""
+    args = ["check", "--json", "-c", " 7", "--timeout", "1e1", "--step-timeout", "2"]
+    result = runner.invoke(app, [*args, "--ca-file", str(ca_file), str(one_inbox)])
+    document = json.loads(result.stdout)
+    assert document["settings"]["concurrency"] == 7
+    assert document["settings"]["timeout"] == 10.0
+    assert document["settings"]["step_timeout"] == 2.0
+    assert document["settings"]["ca_file"] == str(ca_file)
+    assert [i["file"] for i in document["inboxes"]] == [str(one_inbox)]
+
+
+def test_every_parameter_uses_the_plain_coercion() -> None:
+    """If Typer renames its hook, this fails instead of pydantic quietly coming back."""
+    import typer.main
+    from typer.core import _TyperParameter
+
+    from provision.cli_coerce import _PlainRuntimeParam
+
+    group = typer.main.get_command(app)
+    commands = [group, *group.commands.values()]  # type: ignore[attr-defined]
+    for command in commands:
+        ctx = command.make_context(command.name, ["--help"], resilient_parsing=True)
+        for param in command.get_params(ctx):
+            assert isinstance(param, _TyperParameter), param.name
+            assert isinstance(param._runtime_param, _PlainRuntimeParam), (command.name, param.name)
