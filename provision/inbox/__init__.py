@@ -30,8 +30,10 @@ __all__ = ["LoadResult", "inbox_file_schema", "load_inboxes"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562)."""
+    """Import a public name's module on first use (PEP 562) and cache the name here."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'provision.inbox' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
