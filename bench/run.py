@@ -670,7 +670,7 @@ def _warm_row(inbox: Path, ca_file: Path, runs: int) -> list[str]:
     """Probes in this process once the TLS contexts exist: what each check costs after."""
     import asyncio
 
-    from provision.config import load_inboxes
+    from provision.inbox import load_inboxes
     from provision.models import ProbeOptions
     from provision.pipeline import check
     from provision.report import render_json

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from provision.apply import Action as Action
     from provision.apply import SetOptions as SetOptions
     from provision.apply import set_inboxes as set_inboxes
-    from provision.config import LoadResult as LoadResult
-    from provision.config import inbox_file_schema as inbox_file_schema
-    from provision.config import load_inboxes as load_inboxes
     from provision.errors import ConfigError as ConfigError
     from provision.errors import ConfigProblem as ConfigProblem
     from provision.errors import ProvisionError as ProvisionError
@@ -39,6 +36,9 @@ if TYPE_CHECKING:
     from provision.export import ExportResult as ExportResult
     from provision.export import PasswordReference as PasswordReference
     from provision.export import export_inboxes as export_inboxes
+    from provision.inbox import LoadResult as LoadResult
+    from provision.inbox import inbox_file_schema as inbox_file_schema
+    from provision.inbox import load_inboxes as load_inboxes
     from provision.models import ImapSettings as ImapSettings
     from provision.models import Inbox as Inbox
     from provision.models import ProbeOptions as ProbeOptions
@@ -65,9 +65,9 @@ _LAZY = {
     "Action": "provision.apply",
     "SetOptions": "provision.apply",
     "set_inboxes": "provision.apply",
-    "LoadResult": "provision.config",
-    "inbox_file_schema": "provision.config",
-    "load_inboxes": "provision.config",
+    "LoadResult": "provision.inbox",
+    "inbox_file_schema": "provision.inbox",
+    "load_inboxes": "provision.inbox",
     "ConfigError": "provision.errors",
     "ConfigProblem": "provision.errors",
     "ProvisionError": "provision.errors",

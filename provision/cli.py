@@ -285,7 +285,7 @@ async def _set_files(
     ci: CiOutputs,
 ) -> Report:
     from provision.apply import SetOptions, set_inboxes
-    from provision.config import load_inboxes
+    from provision.inbox import load_inboxes
     from provision.rocketchat import check_url, credentials_from_env
 
     loaded = load_inboxes(files)
@@ -308,7 +308,7 @@ async def _set_sandbox(
     import dataclasses
 
     from provision.apply import SetOptions, set_inboxes
-    from provision.config import load_inboxes
+    from provision.inbox import load_inboxes
     from provision.rocketchat import TokenAuth
     from provision.sandbox.runner import running_sandbox
 
@@ -434,14 +434,14 @@ def export_command(
 @app.command(name="schema", cls=FastCommand)
 def schema_command() -> None:
     """Print the JSON Schema (draft 2020-12) of the inbox file, for editors and linters."""
-    from provision.config import inbox_file_schema
+    from provision.inbox import inbox_file_schema
 
     typer.echo(json.dumps(inbox_file_schema(), indent=2))
     raise typer.Exit(0)
 
 
 async def _check_files(files: list[str], options: ProbeOptions, ci: CiOutputs) -> Report:
-    from provision.config import load_inboxes
+    from provision.inbox import load_inboxes
     from provision.pipeline import check as run_check
 
     loaded = load_inboxes(files)
@@ -456,7 +456,7 @@ async def _check_files(files: list[str], options: ProbeOptions, ci: CiOutputs) -
 async def _check_sandbox(options: ProbeOptions, ci: CiOutputs) -> Report:
     import dataclasses
 
-    from provision.config import load_inboxes
+    from provision.inbox import load_inboxes
     from provision.pipeline import check as run_check
     from provision.sandbox.runner import running_sandbox
 

@@ -354,7 +354,7 @@ def _dump(document: Mapping[str, Any]) -> str:
 
 def _validate(text: str, passwords: Sequence[PasswordReference]) -> tuple[ConfigProblem, ...]:
     """Load the file as ``set`` would (placeholder passwords); return what it refuses."""
-    from provision.config import load_inboxes
+    from provision.inbox import load_inboxes
 
     environ = {ref.variable: "placeholder" for ref in passwords}
     try:

@@ -1,7 +1,7 @@
 """Input models: what an inbox file describes, after validation.
 
 Everything here is an immutable value object. Constructors do no I/O and no
-validation beyond types; ``provision.config`` builds these from inbox files and
+validation beyond types; ``provision.inbox`` builds these from inbox files and
 reports every problem with file, line, inbox and field path.
 """
 

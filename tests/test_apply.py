@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from provision.apply import Action, SetOptions, set_inboxes
 from provision.cli import app
-from provision.config import load_inboxes
+from provision.inbox import load_inboxes
 from provision.models import ProbeOptions, Secret
 from provision.results import ExitCode, FailureClass, Report, Status
 from provision.rocketchat import TokenAuth

@@ -31,7 +31,7 @@ from provision.ci import (
     report_annotations,
 )
 from provision.cli import app
-from provision.config import load_inboxes
+from provision.inbox import load_inboxes
 from provision.models import ProbeOptions
 from provision.pipeline import check
 from provision.results import (

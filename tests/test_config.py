@@ -1,4 +1,4 @@
-"""Tests for provision.config: loading, validating and interpolating inbox files."""
+"""Tests for provision.inbox: loading, validating and interpolating inbox files."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from provision.config import LoadResult, load_inboxes
 from provision.errors import ConfigError, ConfigProblem
+from provision.inbox import LoadResult, load_inboxes
 from provision.models import DEFAULT_MAX_RETRIES, Inbox, Secret
 from provision.results import ExitCode
 
@@ -1276,7 +1276,7 @@ def test_file_reference_to_a_pipe_is_refused_without_blocking(tmp_path: Path) ->
     inbox.write_text(BASE.replace("smtp-pass", "${file:secret.fifo}"))
     code = (
         "import sys\n"
-        "from provision.config import load_inboxes\n"
+        "from provision.inbox import load_inboxes\n"
         "from provision.errors import ConfigError\n"
         "try:\n"
         "    load_inboxes([sys.argv[1]])\n"
