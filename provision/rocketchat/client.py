@@ -77,10 +77,8 @@ class RocketChat:
     Args:
         http: the HTTP client (see :func:`make_http_client`); not closed by ``close``.
         credentials: a token (verified with ``GET /api/v1/me``) or a password login.
-        retry: retry and back-off policy.
-        deadline: ``time.monotonic()`` value after which no wait or retry starts.
-        sleep: the sleep function (tests may inject one).
-        rng: uniform ``[0, 1)`` source for back-off jitter.
+        retry, deadline, sleep, rng: how calls are retried and timed, see
+            :class:`~provision.rocketchat.transport.Transport`.
     """
 
     def __init__(
@@ -96,8 +94,8 @@ class RocketChat:
         self._credentials = credentials
         self._errors = Scrubber()
         self._t = Transport(
-            http,
-            self._errors,
+            http=http,
+            errors=self._errors,
             token_auth=isinstance(credentials, TokenAuth),
             retry=retry or RetryPolicy(),
             deadline=deadline,

@@ -144,10 +144,11 @@ async def _read_body(response: httpx.Response, limit: int = _MAX_BODY) -> bool:
     return True
 
 
+@dataclass(slots=True, kw_only=True)
 class Transport:
     """API calls on one ``httpx.AsyncClient``: answers as data, failures as errors.
 
-    Args:
+    Attributes:
         http: the HTTP client (see :func:`make_http_client`).
         errors: makes every error (scrubbed of the secrets it knows).
         token_auth: the credentials are a given token (changes a 401's hint).
@@ -155,28 +156,17 @@ class Transport:
         deadline: ``time.monotonic()`` value after which no wait or retry starts.
         sleep: the sleep function (tests may inject one).
         rng: uniform ``[0, 1)`` source for back-off jitter.
+        auth: ``(user_id, token)`` sent as ``X-User-Id``/``X-Auth-Token`` once known.
     """
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        errors: Scrubber,
-        *,
-        token_auth: bool,
-        retry: RetryPolicy,
-        deadline: float | None,
-        sleep: Sleep,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.http = http
-        self.errors = errors
-        self.retry = retry
-        self.deadline = deadline
-        self.sleep = sleep
-        self._token_auth = token_auth
-        self._rng = rng
-        #: ``(user_id, token)`` sent as ``X-User-Id``/``X-Auth-Token`` once known.
-        self.auth: tuple[str, str] | None = None
+    http: httpx.AsyncClient
+    errors: Scrubber
+    token_auth: bool
+    retry: RetryPolicy
+    deadline: float | None
+    sleep: Sleep
+    rng: Callable[[], float] = random.random
+    auth: tuple[str, str] | None = None
 
     def time_left(self) -> float | None:
         """Seconds before the deadline (``None``: no deadline)."""
@@ -189,7 +179,7 @@ class Transport:
     def backoff(self, attempt: int) -> float:
         """Capped exponential back-off with jitter (half fixed, half random)."""
         base = min(self.retry.max_backoff, self.retry.backoff * 2.0 ** (attempt - 1))
-        return base / 2 + base / 2 * self._rng()
+        return base / 2 + base / 2 * self.rng()
 
     async def call(
         self,
@@ -214,7 +204,7 @@ class Transport:
             attempt += 1
             try:
                 response = await self._send(method, path, params, json_body, auth=auth)
-                return interpret(self.errors, method, path, response, token_auth=self._token_auth)
+                return interpret(self.errors, method, path, response, token_auth=self.token_auth)
             except RocketChatRateLimitedError as exc:
                 wait = self._rate_limit_wait(exc)
                 if waits >= _MAX_RATE_LIMIT_WAITS or wait is None:
