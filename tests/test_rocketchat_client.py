@@ -829,3 +829,12 @@ def test_every_error_is_a_rocketchat_error() -> None:
         RocketChatUnavailableError,
     ):
         assert issubclass(cls, RocketChatError)
+
+
+def test_error_details_default_to_none_and_unknown_ones_are_refused() -> None:
+    assert RocketChatRateLimitedError("limited").reset_at is None
+    assert RocketChatUnavailableError("down").request_sent is True
+    assert RocketChatUnavailableError("down").write_state is None
+    assert RocketChatDuplicateEmailError("dup", email="a@example.com").email == "a@example.com"
+    with pytest.raises(TypeError, match="reset_at"):
+        RocketChatDuplicateEmailError("dup", reset_at=1.0)
