@@ -55,10 +55,10 @@ if TYPE_CHECKING:
     from provision.results import Stage as Stage
     from provision.results import StageResult as StageResult
     from provision.results import Status as Status
-    from provision.rocketchat import Credentials as Credentials
-    from provision.rocketchat import PasswordAuth as PasswordAuth
-    from provision.rocketchat import TokenAuth as TokenAuth
-    from provision.rocketchat import credentials_from_env as credentials_from_env
+    from provision.rocketchat.credentials import Credentials as Credentials
+    from provision.rocketchat.credentials import PasswordAuth as PasswordAuth
+    from provision.rocketchat.credentials import TokenAuth as TokenAuth
+    from provision.rocketchat.credentials import credentials_from_env as credentials_from_env
 
 #: Where each public name lives; ``__getattr__`` imports the module on first use.
 _LAZY = {
@@ -91,10 +91,10 @@ _LAZY = {
     "Stage": "provision.results",
     "StageResult": "provision.results",
     "Status": "provision.results",
-    "Credentials": "provision.rocketchat",
-    "PasswordAuth": "provision.rocketchat",
-    "TokenAuth": "provision.rocketchat",
-    "credentials_from_env": "provision.rocketchat",
+    "Credentials": "provision.rocketchat.credentials",
+    "PasswordAuth": "provision.rocketchat.credentials",
+    "TokenAuth": "provision.rocketchat.credentials",
+    "credentials_from_env": "provision.rocketchat.credentials",
 }
 
 __all__ = [

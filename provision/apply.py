@@ -33,7 +33,9 @@ from provision.results import (
 )
 
 if TYPE_CHECKING:
-    from provision.rocketchat import Credentials, RocketChat, RocketChatCallError
+    from provision.errors import RocketChatCallError
+    from provision.rocketchat.client import RocketChat
+    from provision.rocketchat.credentials import Credentials
 
 __all__ = ["Action", "SetOptions", "set_inboxes"]
 
@@ -107,8 +109,10 @@ async def set_inboxes(
         ConfigError: a department name is unknown or ambiguous, or the URL is refused
             (before any probe or write).
     """
+    from provision.errors import RocketChatCallError
     from provision.pipeline import check, report_settings
-    from provision.rocketchat import RocketChatCallError, open_rocketchat
+    from provision.rocketchat.client import open_rocketchat
+    from provision.rocketchat.transport import RocketChatOptions
 
     started = time.perf_counter()
     deadline = time.monotonic() + options.timeout
@@ -125,9 +129,11 @@ async def set_inboxes(
         async with open_rocketchat(
             target.server,
             target.credentials,
-            ca_file=options.ca_file,
-            allow_http=target.allow_http,
-            http_timeout=options.step_timeout,
+            RocketChatOptions(
+                step_timeout=options.step_timeout,
+                ca_file=options.ca_file,
+                allow_http=target.allow_http,
+            ),
             deadline=deadline,
         ) as rc:
             info = rc.info
@@ -156,7 +162,7 @@ async def set_inboxes(
 
 async def _resolve_departments(rc: RocketChat, inboxes: Sequence[Inbox]) -> dict[str, str]:
     """Department ids by inbox address; names resolved through the Omnichannel API."""
-    from provision.rocketchat import RocketChatDepartmentError
+    from provision.errors import RocketChatDepartmentError
 
     resolved: dict[str, str] = {}
     cache: dict[str, str] = {}
@@ -192,7 +198,7 @@ async def _submit_and_verify(
     target: SetOptions,
     options: ProbeOptions,
 ) -> None:
-    from provision.rocketchat import RocketChatCallError
+    from provision.errors import RocketChatCallError
 
     submit = StageResult(stage=Stage.SUBMIT)
     verify = StageResult(stage=Stage.VERIFY)
@@ -233,7 +239,7 @@ async def _submit(
     target: SetOptions,
     stage: StageResult,
 ) -> tuple[str | None, str]:
-    from provision.rocketchat import (
+    from provision.rocketchat.payload import (
         diff_inbox,
         inbox_payload,
         plan_body_for_create,
@@ -287,7 +293,7 @@ async def _verify(
     target: SetOptions,
     stage: StageResult,
 ) -> None:
-    from provision.rocketchat import diff_inbox, inbox_payload
+    from provision.rocketchat.payload import diff_inbox, inbox_payload
 
     wanted = inbox_payload(inbox, department_id=department_id)
     stored = await rc.get_inbox(inbox_id)

@@ -286,7 +286,7 @@ async def _set_files(
 ) -> Report:
     from provision.apply import SetOptions, set_inboxes
     from provision.inbox import load_inboxes
-    from provision.rocketchat import check_url, credentials_from_env
+    from provision.rocketchat.credentials import check_url, credentials_from_env
 
     loaded = load_inboxes(files)
     credentials = credentials_from_env(os.environ, code=code)
@@ -309,7 +309,7 @@ async def _set_sandbox(
 
     from provision.apply import SetOptions, set_inboxes
     from provision.inbox import load_inboxes
-    from provision.rocketchat import TokenAuth
+    from provision.rocketchat.credentials import TokenAuth
     from provision.sandbox.runner import running_sandbox
 
     async with running_sandbox() as box:
@@ -386,8 +386,9 @@ def export_command(
         _usage_error(f"{output} exists; give --force to overwrite it", False)
     import dataclasses
 
+    from provision.errors import RocketChatCallError
     from provision.export import export_inboxes
-    from provision.rocketchat import RocketChatCallError, check_url, credentials_from_env
+    from provision.rocketchat.credentials import check_url, credentials_from_env
 
     try:
         credentials = credentials_from_env(os.environ, code=two_factor_code)

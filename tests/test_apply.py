@@ -19,7 +19,7 @@ from provision.cli import app
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions, Secret
 from provision.results import ExitCode, FailureClass, Report, Status
-from provision.rocketchat import TokenAuth
+from provision.rocketchat.credentials import TokenAuth
 from provision.sandbox.rocketchat import Fault
 from provision.sandbox.runner import Sandbox, running_sandbox
 

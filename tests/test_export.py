@@ -24,10 +24,11 @@ from typer.testing import CliRunner
 
 from provision.apply import SetOptions, set_inboxes
 from provision.cli import app
+from provision.errors import RocketChatAuthError, RocketChatUnavailableError
 from provision.export import export_inboxes, render_inbox_file
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions, Secret
-from provision.rocketchat import RocketChatAuthError, RocketChatUnavailableError, TokenAuth
+from provision.rocketchat.credentials import TokenAuth
 from provision.sandbox.rocketchat import Fault
 from provision.sandbox.runner import Sandbox, running_sandbox
 

@@ -21,7 +21,8 @@ from provision.cli import app
 from provision.errors import ConfigError
 from provision.export import export_inboxes
 from provision.inbox import inbox_file_schema, load_inboxes
-from provision.rocketchat import TokenAuth, inbox_payload
+from provision.rocketchat.credentials import TokenAuth
+from provision.rocketchat.payload import inbox_payload
 from provision.sandbox.runner import running_sandbox
 
 runner = CliRunner()
