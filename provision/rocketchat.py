@@ -50,7 +50,8 @@ import httpx
 from provision._version import __version__
 from provision.errors import ConfigError, ConfigProblem, RocketChatError
 from provision.models import DEFAULT_MAX_RETRIES, Inbox, Secret
-from provision.tls import classify_tls_error, verifying_context
+from provision.tls import verifying_context
+from provision.tls_failures import classify_tls_error
 
 __all__ = [
     "Credentials",

@@ -38,10 +38,12 @@ import aioimaplib
 from provision import tls
 from provision.models import ImapSettings, Inbox, ProbeOptions, Secret
 from provision.probes import _net
-from provision.probes._providers import provider_hint
+from provision.probes._providers import provider_failure
 from provision.probes._scrub import SecretsFilter, scrub
 from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
-from provision.results import ExitCode, FailureClass, Finding, Stage, StageResult, Step
+from provision.probes.failure import ProbeFailed
+from provision.results import ExitCode, Failure, FailureClass, Finding, Stage, StageResult, Step
+from provision.tls_failures import classify_tls_error
 
 __all__ = ["PLAN_PLAINTEXT", "PLAN_TLS", "probe_imap"]
 
@@ -108,25 +110,12 @@ async def probe_imap(inbox: Inbox, options: ProbeOptions, *, deadline: float) ->
     try:
         with _LOG_FILTER.guarding(inbox.imap.password):
             await run.run()
-    except _net.ConnectFailure as exc:
-        rec.result.fail(exc.failure, exc.message, hint=exc.hint, field=exc.field)
-    except _Fail as exc:
-        rec.result.fail(exc.failure, exc.message, hint=exc.hint, field=exc.field)
+    except ProbeFailed as exc:
+        rec.result.fail_with(exc.failure)
     return rec.finish()
 
 
 # --------------------------------------------------------------------------- outcomes
-
-
-class _Fail(Exception):
-    """A classified failure of the stage; raised at the step that found it."""
-
-    def __init__(self, failure: FailureClass, message: str, hint: str, field: str | None) -> None:
-        super().__init__(message)
-        self.failure = failure
-        self.message = message
-        self.hint = hint
-        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,13 +434,15 @@ class _ImapRun:
             self.peer = (self.sock.family, self.sock.getpeername())
         except OSError as exc:  # reset between accept and now
             self.sock.close()
-            raise _Fail(
-                FailureClass.RESET,
-                f"the connection was reset right after it was accepted ({exc.strerror})",
-                f"check imap.server and imap.port ({imap.port})",
-                "imap.port",
+            raise ProbeFailed(
+                Failure(
+                    FailureClass.RESET,
+                    f"the connection was reset right after it was accepted ({exc.strerror})",
+                    f"check imap.server and imap.port ({imap.port})",
+                    "imap.port",
+                )
             ) from None
-        self.facts["address"] = _net._fmt(self.peer[1])
+        self.facts["address"] = _net.format_address(self.peer[1])
         try:
             await self._open()
             self._check_time("connect", self.loop.time() - started, RC_CONNECT_TIMEOUT)
@@ -488,9 +479,9 @@ class _ImapRun:
                     "certificate not verified, no SNI"
                 )
         except StepTimeout as exc:
-            raise self._timeout(exc) from None
+            raise ProbeFailed(self._timeout(exc)) from None
         except OSError as exc:  # ssl.SSLError is an OSError
-            raise await self._tls_failure(exc) from None
+            raise ProbeFailed(await self._tls_failure(exc)) from None
         self.facts["tls"] = facts
         self.cert_task = asyncio.create_task(self._check_certificate())
 
@@ -506,9 +497,9 @@ class _ImapRun:
                 if not greeting.ok:
                     raise _BadGreeting(greeting)
         except _BadGreeting as bad:
-            raise await self._greeting_failure(bad.greeting) from None
+            raise ProbeFailed(await self._greeting_failure(bad.greeting)) from None
         except StepTimeout as exc:
-            raise await self._greeting_timeout(exc, bytes(proto.buffer.data)) from None
+            raise ProbeFailed(await self._greeting_timeout(exc, bytes(proto.buffer.data))) from None
         self.facts["greeting"] = _show_greeting(greeting, self.imap.password)
         if greeting.preauth:
             self.facts["preauth"] = True
@@ -533,11 +524,13 @@ class _ImapRun:
             return greeting.result()
         confirm = check.result()
         if confirm is not None and confirm.kind == "line":
-            raise self._mismatch(
-                FailureClass.PLAINTEXT_ON_TLS_PORT,
-                "no greeting in plaintext, while a TLS client was greeted",
-                confirm,
-                in_tls=True,
+            raise ProbeFailed(
+                self._mismatch(
+                    FailureClass.PLAINTEXT_ON_TLS_PORT,
+                    "no greeting in plaintext, while a TLS client was greeted",
+                    confirm,
+                    in_tls=True,
+                )
             )
         return await greeting
 
@@ -552,7 +545,7 @@ class _ImapRun:
                 else:
                     info.detail = "from the greeting"
         except StepTimeout as exc:
-            raise self._timeout(exc) from None
+            raise ProbeFailed(self._timeout(exc)) from None
         self.facts["capabilities"] = caps
         self.facts["idle"] = "IDLE" in caps
         return caps
@@ -564,10 +557,10 @@ class _ImapRun:
             # RFC 3501 §6.2.3: a client MUST NOT send LOGIN while LOGINDISABLED is
             # advertised; node-imap stops with "Logging in is disabled on this server".
             self.rec.skip(Step.AUTH, "LOGINDISABLED advertised: LOGIN not sent")
-            raise _login_disabled(imap)
+            raise ProbeFailed(_login_disabled(imap))
         if _UNSENDABLE.search(imap.username) or _UNSENDABLE.search(imap.password.reveal()):
             self.rec.skip(Step.AUTH, "credentials contain CR, LF or NUL: LOGIN not sent")
-            raise _unsendable_credentials()
+            raise ProbeFailed(_unsendable_credentials())
         command = aioimaplib.Command(
             "LOGIN",
             self._proto().new_tag(),
@@ -580,12 +573,12 @@ class _ImapRun:
                 response = await self._command(command, Step.AUTH, masked=imap.password)
                 info.detail = f"{response.result} {self._reply(response)}"
                 if response.result != "OK":
-                    raise _login_failure(response.result, response.lines, imap)
+                    raise ProbeFailed(_login_failure(response.result, response.lines, imap))
                 self._proto().state = aioimaplib.AUTH
                 self._check_time("auth", self.loop.time() - self.auth_clock, RC_AUTH_TIMEOUT)
                 await self._after_login(response.lines)
         except StepTimeout as exc:
-            raise self._timeout(exc) from None
+            raise ProbeFailed(self._timeout(exc)) from None
 
     async def _after_login(self, lines: Sequence[bytes]) -> None:
         """Post-login capabilities, as node-imap fetches them when LOGIN's reply lacks them."""
@@ -604,9 +597,9 @@ class _ImapRun:
                     self._new("SELECT", aioimaplib.quoted("INBOX")), Step.MAILBOX
                 )
                 if select.result != "OK":
-                    raise _select_failure(select.result, select.lines, self.imap)
+                    raise ProbeFailed(_select_failure(select.result, select.lines, self.imap))
                 if _response_code(_text(select.lines[-1])) == "READ-ONLY":
-                    raise _read_only(self._reply(select))
+                    raise ProbeFailed(_read_only(self._reply(select)))
                 self._proto().state = aioimaplib.SELECTED
                 exists = _exists(select.lines)
                 if exists is not None:
@@ -616,7 +609,7 @@ class _ImapRun:
                     self._new("SEARCH", "UNSEEN", "SINCE", since), Step.MAILBOX
                 )
                 if search.result != "OK":
-                    raise _search_failure(search.result, self._reply(search), since)
+                    raise ProbeFailed(_search_failure(search.result, self._reply(search), since))
                 unseen = _search_hits(search.lines)
                 self.facts["unseen"] = unseen
                 info.detail = (
@@ -624,7 +617,7 @@ class _ImapRun:
                     f"{unseen} unseen since {since}"
                 )
         except StepTimeout as exc:
-            raise self._timeout(exc) from None
+            raise ProbeFailed(self._timeout(exc)) from None
 
     async def _quit(self) -> None:
         """LOGOUT, then wait for the server to close (RFC 3501 §6.1.3).
@@ -637,7 +630,7 @@ class _ImapRun:
                 try:
                     response = await self._command(self._new("LOGOUT"), Step.QUIT)
                     info.detail = f"LOGOUT {response.result}"
-                except _Fail:
+                except ProbeFailed:
                     info.detail = "closed by the server before LOGOUT was confirmed"
                 if not await _wait_closed(self._proto().closed):
                     info.detail = f"{info.detail}; the server kept the connection open"
@@ -677,11 +670,11 @@ class _ImapRun:
         """Send one command and wait for its tagged reply, or for the connection to end.
 
         Raises:
-            _Fail: the connection closed or the reply could not be parsed.
+            ProbeFailed: the connection closed or the reply could not be parsed.
         """
         proto = self._proto()
         if proto.closed.done():
-            raise _closed_failure(step, self.imap, lines=[], error=proto.error)
+            raise ProbeFailed(_closed_failure(step, self.imap, lines=[], error=proto.error))
         # aioimaplib masks ``scrub`` in its "Sending" debug line: give it the escaped
         # form that is actually on the wire.
         mask = aioimaplib.quoted(masked.reveal())[1:-1] if masked else None
@@ -694,17 +687,19 @@ class _ImapRun:
                 await asyncio.wait({task})
         if task.cancelled():
             lines = [bytes(line) for line in command.response.lines]
-            raise _closed_failure(step, self.imap, lines=lines, error=proto.error)
+            raise ProbeFailed(_closed_failure(step, self.imap, lines=lines, error=proto.error))
         return task.result()
 
     async def _capability_command(self) -> list[str]:
         response = await self._command(self._new("CAPABILITY"), Step.CAPABILITIES)
         if response.result != "OK":
-            raise _Fail(
-                FailureClass.PROTOCOL_ERROR,
-                f"CAPABILITY refused: {response.result} {self._reply(response)}",
-                "the server does not behave like an IMAP server; check imap.port",
-                "imap.port",
+            raise ProbeFailed(
+                Failure(
+                    FailureClass.PROTOCOL_ERROR,
+                    f"CAPABILITY refused: {response.result} {self._reply(response)}",
+                    "the server does not behave like an IMAP server; check imap.port",
+                    "imap.port",
+                )
             )
         return _capabilities_in(response.lines, untagged_bare=True) or []
 
@@ -737,7 +732,7 @@ class _ImapRun:
         except TimeoutError:
             return _CertCheck(False, f"the verifying handshake got no answer within {cap:.1f} s")
         except OSError as exc:
-            failure = tls.classify_tls_error(exc, server=self.imap.server)
+            failure = classify_tls_error(exc, server=self.imap.server)
             reason = failure.message if failure else f"the verifying handshake failed ({exc})"
             return _CertCheck(False, reason)
         trust = "the system store" + (" and --ca-file" if self.options.ca_file else "")
@@ -762,25 +757,25 @@ class _ImapRun:
 
     # ---- classification that needs the network (mismatch confirmation)
 
-    async def _tls_failure(self, exc: OSError) -> _Fail:
+    async def _tls_failure(self, exc: OSError) -> Failure:
         imap = self.imap
-        failure = tls.classify_tls_error(exc, server=imap.server)
+        failure = classify_tls_error(exc, server=imap.server)
         if failure is None:
-            return _Fail(
+            return Failure(
                 FailureClass.RESET,
                 "the connection failed during the TLS handshake "
                 f"({exc.strerror or str(exc) or type(exc).__name__})",
                 f"check imap.server and imap.port ({imap.port}); port 993 speaks TLS",
                 "imap.port",
             )
-        if failure.failure is not FailureClass.TLS_ON_PLAINTEXT_PORT:
-            return _Fail(failure.failure, failure.message, _tls_hint(failure.failure), "imap.port")
+        if failure.cls is not FailureClass.TLS_ON_PLAINTEXT_PORT:
+            return Failure(failure.cls, failure.message, _tls_hint(failure.cls), "imap.port")
         confirm = await self._confirm(secure=False)
         return self._mismatch(
             FailureClass.TLS_ON_PLAINTEXT_PORT, failure.message, confirm, in_tls=False
         )
 
-    async def _greeting_failure(self, greeting: _Greeting) -> _Fail:
+    async def _greeting_failure(self, greeting: _Greeting) -> Failure:
         imap = self.imap
         if greeting.kind == "tls-record" and not imap.secure:
             confirm = await self._confirm(secure=True)
@@ -795,13 +790,13 @@ class _ImapRun:
                 )
         return _classify_greeting(greeting, imap)
 
-    async def _greeting_timeout(self, exc: StepTimeout, partial: bytes) -> _Fail:
+    async def _greeting_timeout(self, exc: StepTimeout, partial: bytes) -> Failure:
         imap = self.imap
         if exc.deadline:
             return self._timeout(exc)
         if partial:
             shown = scrub(partial.decode("utf-8", "replace"), imap.password, limit=80)
-            return _Fail(
+            return Failure(
                 FailureClass.PROTOCOL_ERROR,
                 f"the greeting never ended: {len(partial)} bytes without a line end within "
                 f"{exc.cap:.1f} s ('{shown}')",
@@ -820,7 +815,7 @@ class _ImapRun:
                 return self._mismatch(
                     FailureClass.PLAINTEXT_ON_TLS_PORT, text, confirm, in_tls=True
                 )
-        return _Fail(
+        return Failure(
             FailureClass.SLOW_GREETING,
             f"the server accepted the connection but sent no greeting within {exc.cap:.1f} s"
             + ("" if imap.secure else " (and none over TLS either)"),
@@ -831,7 +826,7 @@ class _ImapRun:
 
     def _mismatch(
         self, failure: FailureClass, text: str, confirm: _Greeting | None, *, in_tls: bool
-    ) -> _Fail:
+    ) -> Failure:
         """A TLS-mode mismatch, confirmed (or not) by a greeting in the other mode."""
         imap = self.imap
         mode = "implicit-tls" if in_tls else "plaintext"
@@ -846,7 +841,7 @@ class _ImapRun:
                     "(or better use 993 with secure: true)"
                 )
             how = "over TLS" if in_tls else "in plaintext"
-            return _Fail(failure, f"{text}; {how} it greets with '{shown}'", hint, "imap.secure")
+            return Failure(failure, f"{text}; {how} it greets with '{shown}'", hint, "imap.secure")
         if confirm is not None and confirm.kind == "line":
             service = _service_of(confirm.data)
             if service is not None:
@@ -864,11 +859,11 @@ class _ImapRun:
                 f"port {imap.port} does not speak TLS (a {other} retry was not answered); "
                 "use port 993 with imap.secure: true"
             )
-        return _Fail(failure, text, hint, "imap.secure")
+        return Failure(failure, text, hint, "imap.secure")
 
     # ---- classification helpers bound to this run
 
-    def _timeout(self, exc: StepTimeout) -> _Fail:
+    def _timeout(self, exc: StepTimeout) -> Failure:
         return _timeout_failure(exc, self.imap)
 
     def _check_time(self, what: str, elapsed: float, limit: float) -> None:
@@ -968,10 +963,10 @@ def _service_of(line: bytes) -> str | None:
     return None
 
 
-def _wrong_service(service: str, greeting: _Greeting, imap: ImapSettings, *, how: str) -> _Fail:
+def _wrong_service(service: str, greeting: _Greeting, imap: ImapSettings, *, how: str) -> Failure:
     shown = _show_greeting(greeting, imap.password)
     where = f"port {imap.port}" + (f" {how}" if how else "")
-    return _Fail(
+    return Failure(
         FailureClass.WRONG_SERVICE,
         f"{service} answers on {where}, not IMAP: '{shown}'",
         f"imap.port points at {service}; IMAP is usually 993 (TLS, imap.secure: true)",
@@ -979,7 +974,7 @@ def _wrong_service(service: str, greeting: _Greeting, imap: ImapSettings, *, how
     )
 
 
-def _classify_greeting(greeting: _Greeting, imap: ImapSettings) -> _Fail:
+def _classify_greeting(greeting: _Greeting, imap: ImapSettings) -> Failure:
     """A first line (or its absence) that is not ``* OK``/``* PREAUTH``."""
     shown = _show_greeting(greeting, imap.password)
     if greeting.kind == "line" and _status(greeting.data) == "BYE":
@@ -988,35 +983,35 @@ def _classify_greeting(greeting: _Greeting, imap: ImapSettings) -> _Fail:
         service = _service_of(greeting.data)
         if service is not None:
             return _wrong_service(service, greeting, imap, how="over TLS" if imap.secure else "")
-        return _Fail(
+        return Failure(
             FailureClass.PROTOCOL_ERROR,
             f"the server's first line is not an IMAP greeting: '{shown}'",
             f"this is not an IMAP server; check imap.server and imap.port ({imap.port})",
             "imap.port",
         )
     if greeting.kind == "too-long":
-        return _Fail(
+        return Failure(
             FailureClass.PROTOCOL_ERROR,
             f"the greeting exceeded {MAX_GREETING} bytes without a line end ('{shown}')",
             f"this is not an IMAP server; check imap.server and imap.port ({imap.port})",
             "imap.port",
         )
     if greeting.kind == "tls-record":
-        return _Fail(
+        return Failure(
             FailureClass.PROTOCOL_ERROR,
             "the server sent another TLS record inside the TLS session",
             f"check imap.port ({imap.port})",
             "imap.port",
         )
     if greeting.data:
-        return _Fail(
+        return Failure(
             FailureClass.PROTOCOL_ERROR,
             f"the server closed the connection in the middle of its greeting ('{shown}')",
             f"this is not an IMAP server; check imap.server and imap.port ({imap.port})",
             "imap.port",
         )
     after = "right after the TLS handshake" if imap.secure else "at once"
-    return _Fail(
+    return Failure(
         FailureClass.RESET,
         f"the server closed the connection {after}, without a greeting",
         "the server refuses this client (access rules, connection limits) or this is not "
@@ -1025,26 +1020,26 @@ def _classify_greeting(greeting: _Greeting, imap: ImapSettings) -> _Fail:
     )
 
 
-def _bye_at_greeting(shown: str, imap: ImapSettings) -> _Fail:
+def _bye_at_greeting(shown: str, imap: ImapSettings) -> Failure:
     """``* BYE`` instead of a greeting (probe-anchors.md §3 row 11)."""
     text = shown.split(None, 2)[2] if len(shown.split(None, 2)) > 2 else ""
     code = _response_code(text)
     message = f"the server refused the connection at the greeting: '{shown}'"
     if code == "LIMIT" or _THROTTLE_TEXT.search(text):
-        return _Fail(
+        return Failure(
             FailureClass.THROTTLED,
             message,
             "too many connections from this address or account; retry later with back-off",
             "imap.server",
         )
     if code in _THROTTLE_CODES or re.search(r"try again|later|temporar", text, re.IGNORECASE):
-        return _Fail(
+        return Failure(
             FailureClass.TRANSIENT,
             message,
             "the server is temporarily unavailable; retry later",
             "imap.server",
         )
-    return _Fail(
+    return Failure(
         FailureClass.REJECTED_AT_GREETING,
         message,
         "the server does not accept connections from this runner (access rules or "
@@ -1053,16 +1048,16 @@ def _bye_at_greeting(shown: str, imap: ImapSettings) -> _Fail:
     )
 
 
-def _login_disabled(imap: ImapSettings) -> _Fail:
+def _login_disabled(imap: ImapSettings) -> Failure:
     if not imap.secure:
-        return _Fail(
+        return Failure(
             FailureClass.TLS_REQUIRED,
             "the server advertises LOGINDISABLED on this plaintext connection, so LOGIN "
             'was not sent (node-imap: "Logging in is disabled on this server")',
             "Rocket.Chat cannot use IMAP STARTTLS: use port 993 with imap.secure: true",
             "imap.secure",
         )
-    return _Fail(
+    return Failure(
         FailureClass.NO_COMMON_MECHANISM,
         "the server advertises LOGINDISABLED even over TLS, and Rocket.Chat only uses LOGIN",
         "enable password (LOGIN) authentication for IMAP on the server; Rocket.Chat has no "
@@ -1071,8 +1066,8 @@ def _login_disabled(imap: ImapSettings) -> _Fail:
     )
 
 
-def _unsendable_credentials() -> _Fail:
-    return _Fail(
+def _unsendable_credentials() -> Failure:
+    return Failure(
         FailureClass.NON_ASCII_CREDENTIALS,
         "the user name or password contains a line break or NUL, which an IMAP quoted "
         "string cannot carry (RFC 3501 §9); LOGIN was not sent",
@@ -1081,19 +1076,19 @@ def _unsendable_credentials() -> _Fail:
     )
 
 
-def _login_failure(result: str, lines: Sequence[bytes], imap: ImapSettings) -> _Fail:
+def _login_failure(result: str, lines: Sequence[bytes], imap: ImapSettings) -> Failure:
     """A ``NO``/``BAD`` answer to LOGIN (probe-anchors.md §3 rows 22, 24-26, 28)."""
     texts = [scrub(_text(line), imap.password) for line in lines]
     tagged = texts[-1] if texts else ""
     reply = " / ".join(t for t in texts if t)
     message = f"LOGIN refused: {result} {reply}".rstrip()
-    provider = provider_hint(protocol="imap", host=imap.server, reply=reply)
+    provider = provider_failure(protocol="imap", host=imap.server, reply=reply, message=message)
     if provider is not None:
-        return _Fail(provider.failure, message, provider.hint, provider.field)
+        return provider
     code = _response_code(tagged)
     if code == "PRIVACYREQUIRED" or (result == "BAD" and "invalid state" in reply.lower()):
         # Exchange answers LOGIN-in-clear with "BAD Command received in Invalid state".
-        return _Fail(
+        return Failure(
             FailureClass.TLS_REQUIRED,
             message,
             "the server only accepts passwords over TLS, and Rocket.Chat never uses IMAP "
@@ -1101,7 +1096,7 @@ def _login_failure(result: str, lines: Sequence[bytes], imap: ImapSettings) -> _
             "imap.secure",
         )
     if code in _THROTTLE_CODES or _THROTTLE_TEXT.search(reply):
-        return _Fail(
+        return Failure(
             FailureClass.THROTTLED,
             message,
             "the server is limiting logins for this account or address (not necessarily a "
@@ -1110,7 +1105,7 @@ def _login_failure(result: str, lines: Sequence[bytes], imap: ImapSettings) -> _
         )
     non_ascii = not (imap.username.isascii() and imap.password.reveal().isascii())
     if result == "BAD" and not non_ascii:
-        return _Fail(
+        return Failure(
             FailureClass.PROTOCOL_ERROR,
             message,
             "the server rejected the LOGIN command as malformed; check imap.username",
@@ -1125,17 +1120,17 @@ def _login_failure(result: str, lines: Sequence[bytes], imap: ImapSettings) -> _
             "; the credentials contain non-ASCII characters, sent as UTF-8 in a quoted "
             "string as node-imap does, which this server may not accept"
         )
-    return _Fail(FailureClass.AUTH_FAILED, message, hint, "imap.password")
+    return Failure(FailureClass.AUTH_FAILED, message, hint, "imap.password")
 
 
-def _select_failure(result: str, lines: Sequence[bytes], imap: ImapSettings) -> _Fail:
+def _select_failure(result: str, lines: Sequence[bytes], imap: ImapSettings) -> Failure:
     """``SELECT "INBOX"`` refused (probe-anchors.md §3 row 29)."""
     texts = [scrub(_text(line), imap.password) for line in lines]
     reply = " / ".join(t for t in texts if t)
     message = f"SELECT INBOX refused: {result} {reply}".rstrip()
-    provider = provider_hint(protocol="imap", host=imap.server, reply=reply)
-    if provider is not None and provider.failure is FailureClass.MAILBOX:
-        return _Fail(provider.failure, message, provider.hint, provider.field)
+    provider = provider_failure(protocol="imap", host=imap.server, reply=reply, message=message)
+    if provider is not None and provider.cls is FailureClass.MAILBOX:
+        return provider
     code = _response_code(texts[-1] if texts else "")
     if "not connected" in reply.lower():
         hint = (
@@ -1148,11 +1143,11 @@ def _select_failure(result: str, lines: Sequence[bytes], imap: ImapSettings) -> 
         hint = "the account may not open INBOX: grant it read-write access"
     else:
         hint = "the login works but INBOX cannot be opened for this account; check imap.username"
-    return _Fail(FailureClass.MAILBOX, message, hint, "imap.username")
+    return Failure(FailureClass.MAILBOX, message, hint, "imap.username")
 
 
-def _read_only(reply: str) -> _Fail:
-    return _Fail(
+def _read_only(reply: str) -> Failure:
+    return Failure(
         FailureClass.MAILBOX_READ_ONLY,
         f"INBOX opened read-only: {reply}",
         "Rocket.Chat must set \\Seen on fetched mail, or it imports the same messages "
@@ -1161,8 +1156,8 @@ def _read_only(reply: str) -> _Fail:
     )
 
 
-def _search_failure(result: str, reply: str, since: str) -> _Fail:
-    return _Fail(
+def _search_failure(result: str, reply: str, since: str) -> Failure:
+    return Failure(
         FailureClass.MAILBOX,
         f"SEARCH UNSEEN SINCE {since} refused: {result} {reply}".rstrip(),
         "Rocket.Chat finds new mail with exactly this search; the server must support "
@@ -1171,11 +1166,11 @@ def _search_failure(result: str, reply: str, since: str) -> _Fail:
     )
 
 
-def _timeout_failure(exc: StepTimeout, imap: ImapSettings) -> _Fail:
+def _timeout_failure(exc: StepTimeout, imap: ImapSettings) -> Failure:
     """A step without an answer (probe-anchors.md §3 row 34): name the step and the cause."""
     step = exc.step.value
     if exc.deadline:
-        return _Fail(
+        return Failure(
             FailureClass.DEADLINE,
             f"the overall deadline ran out during the {step} step "
             f"({exc.cap:.1f} s were left for it)",
@@ -1183,14 +1178,16 @@ def _timeout_failure(exc: StepTimeout, imap: ImapSettings) -> _Fail:
             _STEP_FIELDS.get(exc.step),
         )
     if exc.step is Step.AUTH:
-        provider = provider_hint(protocol="imap", host=imap.server, reply="", timed_out=True)
         message = (
             f"no answer to LOGIN within {exc.cap:.1f} s; Rocket.Chat would give up after "
             f'{RC_AUTH_TIMEOUT:g} s ("Timed out while authenticating with server")'
         )
+        provider = provider_failure(
+            protocol="imap", host=imap.server, reply="", message=message, timed_out=True
+        )
         if provider is not None:
-            return _Fail(provider.failure, message, provider.hint, provider.field)
-        return _Fail(
+            return provider
+        return Failure(
             FailureClass.TIMEOUT,
             message,
             "some servers stay silent instead of refusing credentials: check imap.username "
@@ -1209,7 +1206,7 @@ def _timeout_failure(exc: StepTimeout, imap: ImapSettings) -> _Fail:
         if exc.step is Step.TLS
         else "the server stopped answering; check its load and retry"
     )
-    return _Fail(
+    return Failure(
         FailureClass.TIMEOUT,
         f"no answer to {what} within {exc.cap:.1f} s",
         hint,
@@ -1229,7 +1226,7 @@ _STEP_FIELDS: dict[Step, str] = {
 
 def _closed_failure(
     step: Step, imap: ImapSettings, *, lines: Sequence[bytes], error: BaseException | None
-) -> _Fail:
+) -> Failure:
     """The server closed the connection (or sent what we cannot parse) mid-command.
 
     Args:
@@ -1240,7 +1237,7 @@ def _closed_failure(
     """
     if error is not None:
         detail = scrub(f"{type(error).__name__}: {error}", imap.password)
-        return _Fail(
+        return Failure(
             FailureClass.PROTOCOL_ERROR,
             f"the server's reply to {_COMMAND_OF[step]} could not be parsed ({detail})",
             f"this does not look like an IMAP server; check imap.port ({imap.port})",
@@ -1252,17 +1249,19 @@ def _closed_failure(
     message = f"the server closed the connection in answer to {_COMMAND_OF[step]}{said}"
     if step is Step.AUTH:
         if _THROTTLE_TEXT.search(bye) or _response_code(bye.removeprefix("BYE ")) == "LIMIT":
-            return _Fail(
+            return Failure(
                 FailureClass.THROTTLED,
                 message,
                 "too many connections for this account or address; Rocket.Chat opens one per "
                 "instance and inbox: close other clients or raise the server's limit",
                 "imap.username",
             )
-        provider = provider_hint(protocol="imap", host=imap.server, reply=bye, timed_out=True)
+        provider = provider_failure(
+            protocol="imap", host=imap.server, reply=bye, message=message, timed_out=True
+        )
         if provider is not None:
-            return _Fail(provider.failure, message, provider.hint, provider.field)
-        return _Fail(
+            return provider
+        return Failure(
             FailureClass.RESET,
             message,
             "servers hang up like this on refused credentials or when IMAP is disabled for "
@@ -1270,7 +1269,7 @@ def _closed_failure(
             "imap.password",
         )
     field = "imap.username" if step is Step.MAILBOX else "imap.server"
-    return _Fail(
+    return Failure(
         FailureClass.RESET,
         message,
         "the server ended the session; check its log for this account",
