@@ -34,7 +34,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from provision.cli import app
-from provision.probes import imap as imap_probe
+from provision.probes.imap import session as imap_session
 from provision.probes.smtp import session as smtp_session
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.imapd import start_imap_server
@@ -281,7 +281,7 @@ async def test_check_wrong_passwords_and_probe_crashes(
         raise RuntimeError(crash)
 
     monkeypatch.setattr(smtp_session.SmtpProbe, "_authenticate", explode)
-    monkeypatch.setattr(imap_probe._ImapRun, "_mailbox", explode)
+    monkeypatch.setattr(imap_session.ImapRun, "_mailbox", explode)
     crashed = await world.run("probe crash", ["check", str(world.inbox_file), "-v", *probe])
     crashed_json = await world.run(
         "probe crash --json", ["check", str(world.inbox_file), "--json", *probe]
