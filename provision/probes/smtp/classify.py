@@ -54,6 +54,25 @@ _TLS_HINTS = {
     _F.TLS_PROTOCOL: "the server offers only TLS versions or ciphers that Rocket.Chat "
     "(Node, TLS >= 1.2) refuses; update the server's TLS configuration",
 }
+_STARTTLS_REFUSED_HINT = (
+    "Rocket.Chat fails the same way (nodemailer does not fall back to plaintext): fix "
+    "the server's TLS setup, or use port 465 with smtp.secure: true"
+)
+# code -> (message, hint, field) of the findings whose text depends on nothing.
+_FIXED_FINDINGS = {
+    "smtp-verify-off": (
+        "SMTP certificate verification is turned off for this probe; "
+        "Rocket.Chat always verifies, so a bad certificate would still break sending",
+        "drop --smtp-no-verify once the certificate is fixed",
+        "smtp.server",
+    ),
+    "plaintext-credentials": (
+        "smtp.secure is false and the server offers no STARTTLS: the password "
+        "crosses the network in clear text, exactly as Rocket.Chat would send it",
+        "use port 465 with smtp.secure: true, or enable STARTTLS on the server",
+        "smtp.secure",
+    ),
+}
 # Failures at the greeting of a plaintext session that a TLS handshake may explain.
 _SILENT_GREETINGS = frozenset({_F.PLAINTEXT_ON_TLS_PORT, _F.SLOW_GREETING, _F.RESET})
 
@@ -222,12 +241,9 @@ class Classifier:
                 "made one attempt, as Rocket.Chat does, to avoid lock-outs",
                 "smtp.password",
             )
-        return Failure(
-            _F.PROTOCOL_ERROR,
-            f"unexpected reply during AUTH {mech}: {reply}",
-            "the server does not follow the AUTH exchange (RFC 4954); check smtp.server",
-            "smtp.server",
-        )
+        message = f"unexpected reply during AUTH {mech}: {reply}"
+        hint = "the server does not follow the AUTH exchange (RFC 4954); check smtp.server"
+        return Failure(_F.PROTOCOL_ERROR, message, hint, "smtp.server")
 
     def _bad_greeting(self, exc: BaseException, head: bytes) -> Failure:
         """No usable greeting: tell silence, TLS bytes, another protocol and garbage apart."""
@@ -409,13 +425,8 @@ class Classifier:
 
     @staticmethod
     def _starttls_refused(reply: str) -> Failure:
-        return Failure(
-            _F.STARTTLS_REFUSED,
-            f"the server advertised STARTTLS but refused it: {reply}",
-            "Rocket.Chat fails the same way (nodemailer does not fall back to plaintext): fix "
-            "the server's TLS setup, or use port 465 with smtp.secure: true",
-            "smtp.secure",
-        )
+        message = f"the server advertised STARTTLS but refused it: {reply}"
+        return Failure(_F.STARTTLS_REFUSED, message, _STARTTLS_REFUSED_HINT, "smtp.secure")
 
     def _username_advice(self) -> str:
         if "@" in self.cfg.username:
@@ -470,16 +481,6 @@ class Classifier:
 
     # -- findings -----------------------------------------------------------------------
 
-    @staticmethod
-    def verify_off() -> Finding:
-        return Finding(
-            code="smtp-verify-off",
-            message="SMTP certificate verification is turned off for this probe; "
-            "Rocket.Chat always verifies, so a bad certificate would still break sending",
-            hint="drop --smtp-no-verify once the certificate is fixed",
-            field="smtp.server",
-        )
-
     def cert_expiring(self, days: int, not_after: str) -> Finding:
         return Finding(
             code="cert-expiring",
@@ -489,14 +490,10 @@ class Classifier:
         )
 
     @staticmethod
-    def plaintext_credentials() -> Finding:
-        return Finding(
-            code="plaintext-credentials",
-            message="smtp.secure is false and the server offers no STARTTLS: the password "
-            "crosses the network in clear text, exactly as Rocket.Chat would send it",
-            hint="use port 465 with smtp.secure: true, or enable STARTTLS on the server",
-            field="smtp.secure",
-        )
+    def finding(code: str) -> Finding:
+        """A fixed finding (``smtp-verify-off``, ``plaintext-credentials``), new each time."""
+        message, hint, field = _FIXED_FINDINGS[code]
+        return Finding(code=code, message=message, hint=hint, field=field)
 
 
 # -- server text --------------------------------------------------------------------

@@ -121,7 +121,7 @@ class SmtpProbe:
         # Reading the CA store takes ~15 ms: start it now, beside connect and EHLO.
         tls.warm_probe_context(self.options.ca_file, verify=self.options.smtp_verify)
         if not self.options.smtp_verify:
-            self.rec.result.warn(self.why.verify_off())
+            self.rec.result.warn(self.why.finding("smtp-verify-off"))
         try:
             await self._session()
         except ProbeFailed as stop:
@@ -287,7 +287,7 @@ class SmtpProbe:
             self._cannot_auth(self.why.no_common_mechanism(offered))
         self.why.mechanism = self.facts["auth_mechanism"] = common[0]
         if not encrypted:
-            self.rec.result.warn(self.why.plaintext_credentials())
+            self.rec.result.warn(self.why.finding("plaintext-credentials"))
         await self._step(Step.AUTH, self._authenticate)
 
     def _cannot_auth(self, failure: Failure) -> NoReturn:
