@@ -15,8 +15,8 @@ credential-free connection: whether the certificate would verify, and which TLS 
 port really speaks when the configured one fails.
 
 ``session`` runs the steps, ``classify`` turns replies into failures and findings,
-``connection`` is the wire. aioimaplib (GPL-3.0-only) is imported by ``connection`` and
-``session`` only.
+``connection`` is the wire. aioimaplib (GPL-3.0-only) is imported by this package
+only.
 """
 
 from __future__ import annotations
