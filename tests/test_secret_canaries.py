@@ -34,8 +34,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from provision.cli import app
-from provision.probes import imap as imap_probe
-from provision.probes import smtp as smtp_probe
+from provision.probes.imap import session as imap_session
+from provision.probes.smtp import session as smtp_session
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.imapd import start_imap_server
 from provision.sandbox.rocketchat import Fault, RocketChatDouble, start_rocketchat
@@ -280,8 +280,8 @@ async def test_check_wrong_passwords_and_probe_crashes(
     async def explode(*_: Any, **__: Any) -> None:
         raise RuntimeError(crash)
 
-    monkeypatch.setattr(smtp_probe._SmtpProbe, "_authenticate", explode)
-    monkeypatch.setattr(imap_probe._ImapRun, "_mailbox", explode)
+    monkeypatch.setattr(smtp_session.SmtpProbe, "_authenticate", explode)
+    monkeypatch.setattr(imap_session.ImapRun, "_mailbox", explode)
     crashed = await world.run("probe crash", ["check", str(world.inbox_file), "-v", *probe])
     crashed_json = await world.run(
         "probe crash --json", ["check", str(world.inbox_file), "--json", *probe]

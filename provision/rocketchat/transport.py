@@ -32,7 +32,8 @@ from provision.errors import (
 )
 from provision.rocketchat.credentials import check_url
 from provision.rocketchat.replies import Scrubber, interpret, wait_told
-from provision.tls import classify_tls_error, verifying_context
+from provision.tls import verifying_context
+from provision.tls_failures import classify_tls_error
 
 __all__ = ["RetryPolicy", "RocketChatOptions", "Sleep", "Transport", "make_http_client"]
 
