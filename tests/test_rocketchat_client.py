@@ -53,13 +53,13 @@ from provision.rocketchat import (
 )
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.rocketchat import (
-    Fault,
     RateLimit,
     RocketChatDouble,
     RunningRocketChat,
     User,
     start_rocketchat,
 )
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -114,7 +114,7 @@ def make_inbox(**changes: Any) -> Inbox:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def server() -> AsyncIterator[RunningRocketChat]:
-    async with await start_rocketchat() as running:
+    async with await start_rocketchat(FaultyRocketChat()) as running:
         yield running
 
 

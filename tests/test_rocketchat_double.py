@@ -16,13 +16,13 @@ import pytest
 
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.rocketchat import (
-    Fault,
     RateLimit,
     RocketChatDouble,
     User,
     meteor_check,
     start_rocketchat,
 )
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 INBOX = "/api/v1/email-inbox"
 
@@ -57,7 +57,8 @@ def inbox_body(**changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def app() -> RocketChatDouble:
-    return RocketChatDouble()
+    # Answers like the double until a test injects a fault.
+    return FaultyRocketChat()
 
 
 @pytest.fixture
@@ -707,7 +708,7 @@ async def test_bad_imap_password_self_disables_later(
 
 
 def test_reset_forgets_state() -> None:
-    app = RocketChatDouble(version="7.1.0")
+    app = FaultyRocketChat(version="7.1.0")
     app.add_admin()
     app.version = "6.0.0"
     app.inject("GET", "/api/info", Fault.error())
