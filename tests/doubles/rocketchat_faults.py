@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provision.sandbox.rocketchat import RocketChatDouble
-from provision.sandbox.rocketchat.app import Route
+from provision.sandbox.rocketchat.routes import Route
 from provision.sandbox.rocketchat.wire import LoggedRequest, Request, Response
 
 __all__ = ["Fault", "FaultyRocketChat"]

@@ -1,39 +1,28 @@
-"""The double: its state and settings, seed helpers, and the HTTP surface (a raw ASGI app)."""
+"""The double: state and settings, seed helpers, self-disable, and the ASGI request pipeline."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from provision.sandbox.rocketchat import store
 from provision.sandbox.rocketchat.auth import (
     ADMIN_PERMISSIONS,
-    DEPARTMENT_VIEW,
-    MANAGE,
     RateLimit,
     RateLimiter,
     User,
     authenticate,
-    login,
     meteor_id,
     require,
 )
-from provision.sandbox.rocketchat.validation import (
-    E4_INBOX,
-    E5_INBOX,
-    E5_LIST,
-    E5_SEARCH,
-    ajv,
-    meteor_check,
-)
+from provision.sandbox.rocketchat.routes import Params, Route, find_route
+from provision.sandbox.rocketchat.store import SentTest
 from provision.sandbox.rocketchat.wire import (
     Abort,
     LoggedRequest,
@@ -46,7 +35,7 @@ from provision.sandbox.rocketchat.wire import (
     to_json,
 )
 
-__all__ = ["RocketChatDouble", "Route", "SentTest"]
+__all__ = ["RocketChatDouble"]
 
 _LOGGED_HEADERS = (
     "x-auth-token",
@@ -59,39 +48,6 @@ _LOGGED_HEADERS = (
     "user-agent",
     "x-real-ip",
 )
-
-Handler = Callable[[Request, User | None, dict[str, str]], Awaitable[Response]]
-Validator = Callable[[Request], None]
-
-
-@dataclass(frozen=True, slots=True)
-class SentTest:
-    """A send-test that would have sent a mail (§1.7: fire and forget)."""
-
-    inbox_id: str
-    to: str
-
-
-@dataclass(slots=True)
-class _Method:
-    handler: Handler
-    auth: bool = True
-    permissions: tuple[str, ...] = ()
-    e5_validate: Validator | None = None
-
-
-@dataclass(slots=True)
-class Route:
-    """A route template (``/api/v1/email-inbox/:_id``) and its methods."""
-
-    template: str
-    pattern: re.Pattern[str]
-    methods: dict[str, _Method]
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = re.findall(r"\d+", version.split("-")[0])[:3]
-    return tuple(int(p) for p in parts)
 
 
 class RocketChatDouble:
@@ -123,7 +79,6 @@ class RocketChatDouble:
         e5: bool = False,
         rate_limit: RateLimit | None = None,
     ) -> None:
-        self._routes = self._build_routes()
         self._initial = (version, e5, rate_limit if rate_limit is not None else RateLimit())
         self._handles: dict[str, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -319,17 +274,11 @@ class RocketChatDouble:
         )
         return Request(log=log, headers=headers, json_error=json_error)
 
-    def route(self, path: str) -> tuple[Route | None, dict[str, str]]:
+    def route(self, path: str) -> tuple[Route | None, Params]:
         """The route serving ``path`` and its parameters (``_id``)."""
-        for route in self._routes:
-            found = route.pattern.fullmatch(path)
-            if found:
-                return route, found.groupdict()
-        return None, {}
+        return find_route(path)
 
-    async def process(
-        self, request: Request, route: Route | None, params: dict[str, str]
-    ) -> Response:
+    async def process(self, request: Request, route: Route | None, params: Params) -> Response:
         """Validate, authenticate, rate-limit, check permissions, then run the handler."""
         if route is None:
             # Not in the spec: Restivus's answer for an unknown endpoint.
@@ -349,142 +298,37 @@ class RocketChatDouble:
                 raise failure("Invalid JSON body")
             # E5 typed routes validate before authenticating (§1.1).
             if self.e5 and method.e5_validate is not None:
-                method.e5_validate(request)
+                method.e5_validate(self, request)
             user = (
-                authenticate(self.users, request.headers, seven=self._seven())
-                if method.auth
-                else None
+                authenticate(self.users, request.headers, seven=self.seven) if method.auth else None
             )
             limit_headers = self._limiter.check(
                 self.rate_limit, (request.log.client, route.template, request.log.method), user
             )
             if method.permissions:
                 require(user, method.permissions)
-            response = await method.handler(request, user, params)
+            response = await method.handler(self, request, user, params)
         except Abort as stop:
             response = stop.response
         response.headers.extend(limit_headers)
         return response
 
-    def _seven(self) -> bool:
-        return _version_tuple(self.version) >= (7,)
+    @property
+    def version_info(self) -> tuple[int, ...]:
+        """``version`` as numbers: ``(6, 13, 0)``."""
+        parts = re.findall(r"\d+", self.version.split("-")[0])[:3]
+        return tuple(int(p) for p in parts)
 
-    # ----------------------------------------------------------------- routes
+    @property
+    def seven(self) -> bool:
+        """7.x or later: 401 and login bodies in their 7.x form (§1.8)."""
+        return self.version_info >= (7,)
 
-    def _build_routes(self) -> list[Route]:
-        def route(template: str, methods: dict[str, _Method]) -> Route:
-            regex = re.escape(template).replace(":_id", "(?P<_id>[^/]+)")
-            return Route(template, re.compile(regex), methods)
+    # ------------------------------------------------------ self-disable (§3.2, §4)
 
-        inbox = "/api/v1/email-inbox"
-        return [
-            route("/api/info", {"GET": _Method(self._info, auth=False)}),
-            route("/api/v1/login", {"POST": _Method(self._login, auth=False)}),
-            route("/api/v1/logout", {"POST": _Method(self._logout), "GET": _Method(self._logout)}),
-            route("/api/v1/me", {"GET": _Method(self._me)}),
-            route(
-                inbox, {"POST": _Method(self._save, permissions=MANAGE, e5_validate=self._e5_body)}
-            ),
-            route(
-                f"{inbox}.list",
-                {"GET": _Method(self._list, permissions=MANAGE, e5_validate=self._e5_list)},
-            ),
-            route(
-                f"{inbox}.search",
-                {"GET": _Method(self._search, permissions=MANAGE, e5_validate=self._e5_search)},
-            ),
-            route(
-                f"{inbox}.send-test/:_id", {"POST": _Method(self._send_test, permissions=MANAGE)}
-            ),
-            route(
-                f"{inbox}/:_id",
-                {
-                    "GET": _Method(self._get, permissions=MANAGE),
-                    "DELETE": _Method(self._delete, permissions=MANAGE),
-                },
-            ),
-            route(
-                "/api/v1/livechat/department",
-                {"GET": _Method(self._departments, permissions=DEPARTMENT_VIEW)},
-            ),
-        ]
-
-    # --------------------------------------------------------------- accounts
-
-    async def _info(self, request: Request, user: User | None, params: dict[str, str]) -> Response:
-        return Response.json(200, {"version": self.version, "success": True})
-
-    async def _login(self, request: Request, user: User | None, params: dict[str, str]) -> Response:
-        body = request.body if isinstance(request.body, dict) else {}
-        return login(self.users.values(), body, request.headers, seven=self._seven())
-
-    async def _logout(
-        self, request: Request, user: User | None, params: dict[str, str]
-    ) -> Response:
-        """Deletes the presented token, a personal access token included (§2)."""
-        assert user is not None
-        token = request.headers["x-auth-token"]
-        kind = user.tokens.pop(token)
-        self.logouts.append((user.id, token, kind))
-        return Response.json(
-            200, {"status": "success", "data": {"message": "You've been logged out!"}}
-        )
-
-    async def _me(self, request: Request, user: User | None, params: dict[str, str]) -> Response:
-        assert user is not None
-        return Response.json(200, {**user.me(), "success": True})
-
-    # ------------------------------------------------------------ email inboxes
-
-    def _e5_body(self, request: Request) -> None:
-        body = copy.deepcopy(request.body) if request.body is not None else {}
-        error = ajv(body, E5_INBOX, password_min=self.e5_password_min)
-        if error is not None:
-            raise failure(error, errorType="error-invalid-params")
-        request.coerced = body
-
-    def _e5_query(self, request: Request, schema: Mapping[str, Any]) -> None:
-        error = ajv(dict(request.log.query), schema)
-        if error is not None:
-            raise failure(error, errorType="error-invalid-params")
-
-    def _e5_search(self, request: Request) -> None:
-        self._e5_query(request, E5_SEARCH)
-
-    def _e5_list(self, request: Request) -> None:
-        self._e5_query(request, E5_LIST)
-
-    async def _save(self, request: Request, user: User | None, params: dict[str, str]) -> Response:
-        """``POST /api/v1/email-inbox``: insert or update (§1.2)."""
-        assert user is not None
-        if self.e5:
-            body = copy.deepcopy(request.coerced)
-            # E5 handler default for the now optional maxRetries (§1.2).
-            body["imap"].setdefault("maxRetries", 5)
-        else:
-            body = copy.deepcopy(request.body) if request.body is not None else {}
-            error = meteor_check(body, E4_INBOX)
-            if error is not None:
-                raise failure(error)
-        if body.get("_id"):
-            inbox_id: Any = store.update(self.inboxes, body, self.database)
-        else:
-            inbox_id = store.insert(self.inboxes, body, user, self.database)
-            # The stored document keeps the explicit empty/null _id; 6.10+ then
-            # answers "Failed to create email inbox" (§1.2, inferred edge).
-            if inbox_id is None or (not inbox_id and _version_tuple(self.version) >= (6, 10)):
-                raise failure("Failed to create email inbox")
-        self._watch(inbox_id)
-        if _version_tuple(self.version) < (4, 8):
-            # E0 echoed the body's (undefined) _id: no id in the answer (§1.2).
-            return Response.json(200, {"success": True})
-        return Response.json(200, {"_id": inbox_id, "success": True})
-
-    def _watch(self, inbox_id: str) -> None:
+    def watch(self, inbox_id: str) -> None:
         """Schedule the self-disable of an inbox with bad IMAP credentials (§3.2, §4)."""
-        handle = self._handles.pop(inbox_id, None)
-        if handle is not None:
-            handle.cancel()
+        self.forget(inbox_id)
         doc = self.inboxes.get(inbox_id)
         if doc is None or not doc.get("active") or not self._bad(doc):
             return
@@ -509,101 +353,8 @@ class RocketChatDouble:
             if not future.done():
                 future.set_result(None)
 
-    async def _list(self, request: Request, user: User | None, params: dict[str, str]) -> Response:
-        """``GET /api/v1/email-inbox.list`` with offset/count/sort (§1.3)."""
-        offset, count = self._pagination(request)
-        sort_text = request.log.param("sort")
-        try:
-            sort = json.loads(sort_text) if sort_text else {"name": 1}
-        except ValueError:
-            raise failure("Invalid sort parameter") from None
-        docs = list(self.inboxes.values())
-        store.sort_inboxes(docs, sort)
-        page = docs[offset:] if count == 0 else docs[offset : offset + count]
-        return Response.json(
-            200,
-            {
-                "emailInboxes": [to_json(d) for d in page],
-                "count": len(page),
-                "offset": offset,
-                "total": len(docs),
-                "success": True,
-            },
-        )
-
-    def _pagination(self, request: Request) -> tuple[int, int]:
-        """``getPaginationItems``: default 50, capped by the upper limit (§1.3)."""
-        try:
-            offset = int(request.log.param("offset") or 0)
-            count = int(request.log.param("count") or 50)
-        except ValueError:
-            raise failure("Invalid offset or count") from None
-        return max(offset, 0), min(max(count, 0), self.list_count_limit)
-
-    async def _get(self, request: Request, user: User | None, params: dict[str, str]) -> Response:
-        doc = self.inboxes.get(params["_id"])
-        if doc is None:
-            raise failure("Resource not found", status=404)
-        return Response.json(200, {**to_json(doc), "success": True})
-
-    async def _delete(
-        self, request: Request, user: User | None, params: dict[str, str]
-    ) -> Response:
-        if self.inboxes.pop(params["_id"], None) is None:
-            raise failure("Resource not found", status=404)
-        handle = self._handles.pop(params["_id"], None)
+    def forget(self, inbox_id: str) -> None:
+        """Cancel a pending self-disable (the inbox was deleted)."""
+        handle = self._handles.pop(inbox_id, None)
         if handle is not None:
             handle.cancel()
-        return Response.json(200, {"_id": params["_id"], "success": True})
-
-    async def _search(
-        self, request: Request, user: User | None, params: dict[str, str]
-    ) -> Response:
-        """Exact, case-sensitive match; not found is 200 with null (§1.6)."""
-        query: dict[str, Any] = {}
-        for key, value in request.log.query:
-            # Repeated keys arrive as an array, which check() reports as an object.
-            query[key] = [*query[key], value] if key in query else value
-        if not self.e5:
-            error = meteor_check(query, {"email": "string"})
-            if error is not None:
-                raise failure(error)
-        email = query["email"]
-        doc = next((d for d in self.inboxes.values() if d.get("email") == email), None)
-        return Response.json(200, {"emailInbox": to_json(doc), "success": True})
-
-    async def _send_test(
-        self, request: Request, user: User | None, params: dict[str, str]
-    ) -> Response:
-        """``POST email-inbox.send-test/:_id`` (§1.7)."""
-        assert user is not None
-        doc = self.inboxes.get(params["_id"])
-        if doc is None:
-            raise failure("Resource not found", status=404)
-        # Only active inboxes are configured in memory (EmailInbox.ts, §1.7, §4).
-        if not doc.get("active"):
-            raise failure("inbox-not-found")
-        if not (user.email and user.email_verified):
-            raise failure("user-without-verified-email")
-        self.sent_tests.append(SentTest(params["_id"], user.email))
-        return Response.json(200, {"_id": params["_id"], "success": True})
-
-    async def _departments(
-        self, request: Request, user: User | None, params: dict[str, str]
-    ) -> Response:
-        """``GET /api/v1/livechat/department``: ``text`` is a case-insensitive substring."""
-        offset, count = self._pagination(request)
-        text = (request.log.param("text") or "").lower()
-        found = [d for d in self.departments if text in d["name"].lower()]
-        found.sort(key=lambda d: d["name"])
-        page = found[offset:] if count == 0 else found[offset : offset + count]
-        return Response.json(
-            200,
-            {
-                "departments": copy.deepcopy(page),
-                "count": len(page),
-                "offset": offset,
-                "total": len(found),
-                "success": True,
-            },
-        )

@@ -6,18 +6,27 @@ import copy
 import json
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from provision.sandbox.rocketchat.auth import User
 from provision.sandbox.rocketchat.wire import Abort, failure, now
 
-__all__ = ["Inboxes", "insert", "new_inbox", "sort_inboxes", "update"]
+__all__ = ["Inboxes", "SentTest", "insert", "new_inbox", "sort_inboxes", "update"]
 
 #: Inbox id -> stored document (dates as datetimes).
 Inboxes = dict[str, dict[str, Any]]
 
 # Keys an update may set; ``department`` has its own rule ("All" unsets it).
 _UPDATED = ("active", "name", "email", "description", "senderInfo", "smtp", "imap")
+
+
+@dataclass(frozen=True, slots=True)
+class SentTest:
+    """A send-test that would have sent a mail (§1.7: fire and forget)."""
+
+    inbox_id: str
+    to: str
 
 
 def new_inbox(inbox_id: Any, body: Mapping[str, Any], by: dict[str, Any] | None) -> dict[str, Any]:
