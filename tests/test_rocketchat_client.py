@@ -55,13 +55,13 @@ from provision.rocketchat.payload import (
 from provision.rocketchat.transport import RetryPolicy, RocketChatOptions, make_http_client
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.rocketchat import (
-    Fault,
     RateLimit,
     RocketChatDouble,
     RunningRocketChat,
     User,
     start_rocketchat,
 )
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -116,7 +116,7 @@ def make_inbox(**changes: Any) -> Inbox:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def server() -> AsyncIterator[RunningRocketChat]:
-    async with await start_rocketchat() as running:
+    async with await start_rocketchat(FaultyRocketChat()) as running:
         yield running
 
 
