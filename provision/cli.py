@@ -24,8 +24,8 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import SCHEMA_VERSION, ExitCode
 
 if TYPE_CHECKING:
-    from provision.ci import CiOutputs
     from provision.models import ProbeOptions
+    from provision.render.ci import CiOutputs
     from provision.results import Report
 
 __all__ = ["app", "main"]
@@ -282,7 +282,7 @@ async def _set_files(
     progress: Report,
     ci: CiOutputs,
 ) -> Report:
-    from provision.apply import SetOptions, set_inboxes
+    from provision.commands.set import SetOptions, set_inboxes
     from provision.config import load_inboxes
     from provision.rocketchat import check_url, credentials_from_env
 
@@ -305,7 +305,7 @@ async def _set_sandbox(
 ) -> Report:
     import dataclasses
 
-    from provision.apply import SetOptions, set_inboxes
+    from provision.commands.set import SetOptions, set_inboxes
     from provision.config import load_inboxes
     from provision.rocketchat import TokenAuth
     from provision.sandbox.runner import running_sandbox
@@ -384,7 +384,7 @@ def export_command(
         _usage_error(f"{output} exists; give --force to overwrite it", False)
     import dataclasses
 
-    from provision.export import export_inboxes
+    from provision.commands.export import export_inboxes
     from provision.rocketchat import RocketChatCallError, check_url, credentials_from_env
 
     try:
@@ -439,8 +439,8 @@ def schema_command() -> None:
 
 
 async def _check_files(files: list[str], options: ProbeOptions, ci: CiOutputs) -> Report:
+    from provision.commands.check import check as run_check
     from provision.config import load_inboxes
-    from provision.pipeline import check as run_check
 
     loaded = load_inboxes(files)
     return await run_check(
@@ -454,8 +454,8 @@ async def _check_files(files: list[str], options: ProbeOptions, ci: CiOutputs) -
 async def _check_sandbox(options: ProbeOptions, ci: CiOutputs) -> Report:
     import dataclasses
 
+    from provision.commands.check import check as run_check
     from provision.config import load_inboxes
-    from provision.pipeline import check as run_check
     from provision.sandbox.runner import running_sandbox
 
     async with running_sandbox() as box:
@@ -499,7 +499,7 @@ def _run(
 
 def _ci(command: str, junit: Path | None, json_output: bool) -> CiOutputs:
     """CI outputs for this run; a ``--junit`` path that cannot be written is exit 2 now."""
-    from provision.ci import CiOutputs
+    from provision.render.ci import CiOutputs
 
     try:
         return CiOutputs.from_environ(command, junit)
@@ -518,7 +518,8 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
 
 
 def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoReturn:
-    from provision.report import render_json, render_text
+    from provision.render.json import render_json
+    from provision.render.text import render_text
 
     if json_output:
         typer.echo(render_json(report))

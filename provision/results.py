@@ -1,4 +1,4 @@
-"""Results: what a run found, as data. Rendering lives in ``provision.report``.
+"""Results: what a run found, as data. Rendering lives in ``provision.render``.
 
 Shape (also the JSON schema, ``schema_version`` 1)::
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from provision.apply import Action, SetOptions, set_inboxes
 from provision.cli import app
+from provision.commands.set import Action, SetOptions, set_inboxes
 from provision.config import load_inboxes
 from provision.models import ProbeOptions, Secret
 from provision.results import ExitCode, FailureClass, Report, Status

@@ -18,7 +18,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from provision.ci import (
+from provision.cli import app
+from provision.commands.check import check
+from provision.config import load_inboxes
+from provision.models import ProbeOptions
+from provision.render.ci import (
     ANNOTATION_LIMIT,
     Annotation,
     CiOutputs,
@@ -30,10 +34,6 @@ from provision.ci import (
     render_summary,
     report_annotations,
 )
-from provision.cli import app
-from provision.config import load_inboxes
-from provision.models import ProbeOptions
-from provision.pipeline import check
 from provision.results import (
     FailureClass,
     Finding,

@@ -18,9 +18,9 @@ from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
 from provision.cli import app
+from provision.commands.export import export_inboxes
 from provision.config import inbox_file_schema, load_inboxes
 from provision.errors import ConfigError
-from provision.export import export_inboxes
 from provision.rocketchat import TokenAuth, inbox_payload
 from provision.sandbox.runner import running_sandbox
 

@@ -97,7 +97,7 @@ async def set_inboxes(
         progress: a report to fill in as the run goes (so an interrupted run can
             still show what was written); a new one when ``None``.
         on_inbox_done: called with each inbox's result as soon as its probes finish
-            (passed to :func:`provision.pipeline.check`).
+            (passed to :func:`provision.commands.check.check`).
 
     Returns:
         The report: stages smtp, imap, submit, verify per inbox, plus ``action``
@@ -107,7 +107,7 @@ async def set_inboxes(
         ConfigError: a department name is unknown or ambiguous, or the URL is refused
             (before any probe or write).
     """
-    from provision.pipeline import check, report_settings
+    from provision.commands.check import check, report_settings
     from provision.rocketchat import RocketChatCallError, open_rocketchat
 
     started = time.perf_counter()

@@ -1,13 +1,12 @@
-"""Rendering a :class:`~provision.results.Report`: pure functions returning ``str``."""
+"""The report as text for a person: one block per inbox, a summary line, loosened checks."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from provision.results import Finding, InboxResult, Report, StageResult, Status
 
-__all__ = ["render_json", "render_text"]
+__all__ = ["render_text"]
 
 _MARK = {
     Status.PASSED: "ok",
@@ -22,11 +21,6 @@ _COLOR = {
     Status.SKIPPED: "\x1b[2m",
 }
 _RESET = "\x1b[0m"
-
-
-def render_json(report: Report) -> str:
-    """The report as JSON (``schema_version`` 1, documented in the README)."""
-    return json.dumps(report.to_json(), indent=2, sort_keys=False)
 
 
 def render_text(report: Report, *, color: bool = False) -> str:
