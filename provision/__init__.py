@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from provision.commands.export import ExportResult as ExportResult
     from provision.commands.export import PasswordReference as PasswordReference
     from provision.commands.export import export_inboxes as export_inboxes
-    from provision.commands.set import Action as Action
     from provision.commands.set import SetOptions as SetOptions
     from provision.commands.set import set_inboxes as set_inboxes
     from provision.config import LoadResult as LoadResult
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     from provision.models import SmtpSettings as SmtpSettings
     from provision.render.json import render_json as render_json
     from provision.render.text import render_text as render_text
+    from provision.results import Action as Action
     from provision.results import ExitCode as ExitCode
     from provision.results import FailureClass as FailureClass
     from provision.results import Finding as Finding
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 #: Where each public name lives; ``__getattr__`` imports the module on first use.
 _LAZY = {
-    "Action": "provision.commands.set",
+    "Action": "provision.results",
     "SetOptions": "provision.commands.set",
     "set_inboxes": "provision.commands.set",
     "LoadResult": "provision.config",

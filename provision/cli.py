@@ -263,10 +263,9 @@ def set_command(
     try:
         report = _run(coro, json_output, ci)
     except KeyboardInterrupt:
-        progress.settings["interrupted"] = True
-        for inbox in progress.inboxes:
-            # Each inbox is one POST: it is either written or not; one in flight is unknown.
-            inbox.extra.setdefault("action", "interrupted (not confirmed written)")
+        from provision.commands.set import mark_interrupted
+
+        mark_interrupted(progress)
         typer.echo("interrupted: the report shows what was written", err=True)
         _finish_ci(ci, progress)
         _emit(progress, json_output, code=130)

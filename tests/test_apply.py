@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from provision.cli import app
-from provision.commands.set import Action, SetOptions, set_inboxes
+from provision.commands.set import SetOptions, set_inboxes
 from provision.config import load_inboxes
 from provision.models import ProbeOptions, Secret
-from provision.results import ExitCode, FailureClass, Report, Status
+from provision.results import Action, ExitCode, FailureClass, Report, Status
 from provision.rocketchat import TokenAuth
 from provision.sandbox.rocketchat import Fault
 from provision.sandbox.runner import Sandbox, running_sandbox

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from provision.errors import ConfigError, ConfigProblem
 from provision.models import Inbox, ProbeOptions
 from provision.results import (
+    Action,
     FailureClass,
     Finding,
     InboxResult,
@@ -35,20 +36,7 @@ from provision.results import (
 if TYPE_CHECKING:
     from provision.rocketchat import Credentials, RocketChat, RocketChatCallError
 
-__all__ = ["Action", "SetOptions", "set_inboxes"]
-
-
-class Action:
-    """What ``set`` did (or, with ``dry_run``, would do) to an inbox."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    # dry run
-    CREATE = "create"
-    UPDATE = "update"
+__all__ = ["SetOptions", "mark_interrupted", "set_inboxes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +85,7 @@ async def set_inboxes(
         progress: a report to fill in as the run goes (so an interrupted run can
             still show what was written); a new one when ``None``.
         on_inbox_done: called with each inbox's result as soon as its probes finish
-            (passed to :func:`provision.commands.check.check`).
+            (as for :func:`provision.commands.check.check`).
 
     Returns:
         The report: stages smtp, imap, submit, verify per inbox, plus ``action``
@@ -107,7 +95,7 @@ async def set_inboxes(
         ConfigError: a department name is unknown or ambiguous, or the URL is refused
             (before any probe or write).
     """
-    from provision.commands.check import check, report_settings
+    from provision.commands.check import probe_all, report_settings
     from provision.rocketchat import RocketChatCallError, open_rocketchat
 
     started = time.perf_counter()
@@ -133,10 +121,9 @@ async def set_inboxes(
             info = rc.info
             report.settings["rocketchat_version"] = info.version
             departments = await _resolve_departments(rc, inboxes)
-            probed = await check(
+            report.inboxes[:] = await probe_all(
                 inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done
             )
-            report.inboxes[:] = probed.inboxes
             gate = asyncio.Semaphore(max(1, target.write_concurrency))
 
             async def one(inbox: Inbox, result: InboxResult) -> None:
@@ -152,6 +139,15 @@ async def set_inboxes(
         _unreachable(report, inboxes, exc)
     report.elapsed_ms = (time.perf_counter() - started) * 1000
     return report
+
+
+def mark_interrupted(report: Report) -> None:
+    """Flag an interrupted run's report; an inbox whose write is not confirmed says so."""
+    report.settings["interrupted"] = True
+    for inbox in report.inboxes:
+        # Each inbox is one POST: it is either written or not; one in flight is unknown.
+        if inbox.action is None:
+            inbox.action = Action.INTERRUPTED
 
 
 async def _resolve_departments(rc: RocketChat, inboxes: Sequence[Inbox]) -> dict[str, str]:
@@ -201,7 +197,7 @@ async def _submit_and_verify(
         why = "a probe failed" if _probe_failed(result) else "a probe warned (--strict)"
         _skip(submit, f"not sent to Rocket.Chat: {why}")
         _skip(verify, "nothing was submitted")
-        result.extra.update(action=Action.SKIPPED, id=None)
+        result.action = Action.SKIPPED
         return
     started = time.perf_counter()
     try:
@@ -209,11 +205,11 @@ async def _submit_and_verify(
     except RocketChatCallError as exc:
         _rocketchat_failure(submit, exc)
         _skip(verify, "submit failed")
-        result.extra.update(action=Action.FAILED, id=None)
+        result.action = Action.FAILED
         return
     finally:
         submit.elapsed_ms = (time.perf_counter() - started) * 1000
-    result.extra.update(action=action, id=inbox_id)
+    result.action, result.inbox_id = action, inbox_id
     if target.dry_run or inbox_id is None:
         _skip(verify, "dry run: nothing was written")
         return
@@ -232,7 +228,7 @@ async def _submit(
     department_id: str | None,
     target: SetOptions,
     stage: StageResult,
-) -> tuple[str | None, str]:
+) -> tuple[str | None, Action]:
     from provision.rocketchat import (
         diff_inbox,
         inbox_payload,
@@ -350,9 +346,7 @@ def _unreachable(report: Report, inboxes: Sequence[Inbox], exc: RocketChatCallEr
     by_email = {r.email: r for r in report.inboxes}
     report.inboxes[:] = []
     for inbox in inboxes:
-        result = by_email.get(inbox.email) or InboxResult(
-            name=inbox.name, email=inbox.email, file=inbox.source.file, line=inbox.source.line
-        )
+        result = by_email.get(inbox.email) or InboxResult.for_inbox(inbox)
         stages = {s.stage: s for s in result.stages}
         for probe in (Stage.SMTP, Stage.IMAP):
             if probe not in stages:
@@ -366,6 +360,6 @@ def _unreachable(report: Report, inboxes: Sequence[Inbox], exc: RocketChatCallEr
             verify = StageResult(stage=Stage.VERIFY)
             _skip(verify, "nothing was submitted")
             result.stages.append(verify)
-        result.extra.setdefault("action", Action.FAILED)
-        result.extra.setdefault("id", None)
+        if result.action is None:
+            result.action = Action.FAILED
         report.inboxes.append(result)

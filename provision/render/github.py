@@ -245,7 +245,7 @@ def render_summary(report: Report, inboxes: Sequence[Inbox] = ()) -> str:
         for ran in result.stages:
             if ran.stage not in stages:
                 stages.append(ran.stage)
-    with_action = any("action" in r.extra for r in report.inboxes)
+    with_action = any(r.action is not None for r in report.inboxes)
     counts: dict[Status, int] = {}
     for result in report.inboxes:
         status = result.status(strict=report.strict)
@@ -279,7 +279,7 @@ def render_summary(report: Report, inboxes: Sequence[Inbox] = ()) -> str:
             found = by_stage.get(stage)
             cells.append(_ICON[found.status] if found else "")
         if with_action:
-            cells.append(_md(str(result.extra.get("action") or "")))
+            cells.append(_md(str(result.action or "")))
         cells.append(_problem_cell(result, sources, report.strict))
         lines.append("| " + " | ".join(cells) + " |")
     if len(listed) < n:

@@ -48,10 +48,9 @@ def _inbox_lines(inbox: InboxResult, strict: bool, paint: Any) -> list[str]:
         lines.extend(_finding_lines(finding, "input", paint))
     for stage in inbox.stages:
         lines.extend(_stage_lines(stage, paint))
-    action = inbox.extra.get("action")
-    if action:
-        ident = inbox.extra.get("id")
-        lines.append(f"    => {action}" + (f" (id {ident})" if ident else ""))
+    if inbox.action:
+        ident = inbox.inbox_id
+        lines.append(f"    => {inbox.action}" + (f" (id {ident})" if ident else ""))
     return lines
 
 
@@ -119,9 +118,8 @@ def _summary(report: Report) -> str:
     detail = ", ".join(parts) if parts else "nothing to do"
     actions: dict[str, int] = {}
     for inbox in report.inboxes:
-        if inbox.extra.get("action"):
-            name = str(inbox.extra["action"])
-            actions[name] = actions.get(name, 0) + 1
+        if inbox.action:
+            actions[inbox.action] = actions.get(inbox.action, 0) + 1
     if actions:
         detail += " (" + ", ".join(f"{n} {a}" for a, n in actions.items()) + ")"
     return (
