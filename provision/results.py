@@ -77,6 +77,21 @@ class Status(StrEnum):
     SKIPPED = "skipped"
 
 
+class Action(StrEnum):
+    """What ``set`` did (or, with ``dry_run``, would do) to an inbox; JSON shows the value."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    # dry run
+    CREATE = "create"
+    UPDATE = "update"
+    # the run was interrupted before this inbox's write was confirmed
+    INTERRUPTED = "interrupted (not confirmed written)"
+
+
 class ExitCode(IntEnum):
     """Stable, documented exit codes (swaks-style groups)."""
 
@@ -203,21 +218,6 @@ _EXIT_CODES: dict[FailureClass, ExitCode] = {
     _FC.ROCKETCHAT: ExitCode.ROCKETCHAT,
     _FC.INTERNAL: ExitCode.INTERNAL,
 }
-
-
-class Action(StrEnum):
-    """What ``set`` did (or, with ``dry_run``, would do) to an inbox; JSON shows the value."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    # dry run
-    CREATE = "create"
-    UPDATE = "update"
-    # the run was interrupted before this inbox's write was confirmed
-    INTERRUPTED = "interrupted (not confirmed written)"
 
 
 @dataclass(frozen=True, slots=True)

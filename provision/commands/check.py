@@ -12,14 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from provision.models import Inbox, ProbeOptions
-from provision.results import (
-    FailureClass,
-    Finding,
-    InboxResult,
-    Report,
-    Stage,
-    StageResult,
-)
+from provision.results import FailureClass, Finding, InboxResult, Report, Stage, StageResult
 
 __all__ = ["check", "probe_all", "probe_inbox", "report_settings"]
 

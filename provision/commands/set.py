@@ -22,18 +22,10 @@ from typing import TYPE_CHECKING
 
 from provision.errors import ConfigError, ConfigProblem
 from provision.models import Inbox, ProbeOptions
-from provision.results import (
-    Action,
-    FailureClass,
-    Finding,
-    InboxResult,
-    Report,
-    Stage,
-    StageResult,
-    Status,
-)
+from provision.results import Action, FailureClass, InboxResult, Report, Stage, StageResult, Status
 
 if TYPE_CHECKING:
+    from provision.results import Finding
     from provision.rocketchat import Credentials, RocketChat, RocketChatCallError
 
 __all__ = ["SetOptions", "mark_interrupted", "set_inboxes"]
