@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from provision.errors import ConfigError, ConfigProblem
-from provision.render.progress import is_tty
 from provision.results import InboxResult, Report
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ class CiOutputs:
             summary=Path(summary) if summary else None,
             workspace=environ.get("GITHUB_WORKSPACE") or None,
             stream=stream,
-            tty=is_tty(stream),
+            tty=_is_tty(stream),
         )
 
     def started(self, inboxes: Sequence[Inbox]) -> Callable[[InboxResult], None] | None:
@@ -177,3 +176,10 @@ class CiOutputs:
             reason = exc.strerror or type(exc).__name__
             return f"{self.junit}: cannot write the JUnit report: {reason}"
         return None
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from provision.results import InboxResult, Status
 
-__all__ = ["Progress", "is_tty"]
+__all__ = ["Progress"]
 
 
 class Progress:
@@ -65,10 +65,3 @@ class Progress:
             self._stream.flush()
         except (OSError, ValueError):  # a closed or broken terminal: progress is optional
             self._shown = False
-
-
-def is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError, OSError):
-        return False
