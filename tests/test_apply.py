@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from provision.apply import Action, SetOptions, set_inboxes
 from provision.cli import app
+from provision.commands.set import SetOptions, set_inboxes
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions, Secret
-from provision.results import ExitCode, FailureClass, Report, Status
+from provision.results import Action, ExitCode, FailureClass, Report, Status
 from provision.rocketchat.credentials import TokenAuth
 from provision.sandbox.runner import Sandbox, running_sandbox
 from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat

@@ -22,10 +22,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from provision.apply import SetOptions, set_inboxes
 from provision.cli import app
+from provision.commands.export import export_inboxes, render_inbox_file
+from provision.commands.set import SetOptions, set_inboxes
 from provision.errors import RocketChatAuthError, RocketChatUnavailableError
-from provision.export import export_inboxes, render_inbox_file
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions, Secret
 from provision.rocketchat.credentials import TokenAuth
