@@ -8,8 +8,9 @@ The public names below load on first use, so importing a submodule stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from provision._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from provision.rocketchat.credentials import Credentials as Credentials
@@ -20,10 +21,4 @@ if TYPE_CHECKING:
 __all__ = ["Credentials", "PasswordAuth", "TokenAuth", "credentials_from_env"]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562)."""
-    if name not in __all__:
-        raise AttributeError(f"module 'provision.rocketchat' has no attribute {name!r}")
-    value = getattr(importlib.import_module("provision.rocketchat.credentials"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, dict.fromkeys(__all__, "provision.rocketchat.credentials"))
