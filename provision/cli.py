@@ -8,7 +8,6 @@ no traceback reaches the user (typer's locals display is off: it can show secret
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import inspect
@@ -403,6 +402,8 @@ def sandbox_command(
     ] = None,
 ) -> None:
     """Run local SMTP and IMAP servers with a throw-away CA until interrupted."""
+    import asyncio
+
     from provision.sandbox.runner import serve_forever
 
     try:
@@ -445,6 +446,7 @@ def export_command(
         _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", False)
     if output is not None and output.exists() and not force:
         _usage_error(f"{output} exists; give --force to overwrite it", False)
+    import asyncio
     import dataclasses
 
     from provision.commands.export import export_inboxes
@@ -517,6 +519,8 @@ def _small_tls_buffers() -> None:
 
 
 def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs) -> Report:
+    import asyncio
+
     _small_tls_buffers()
     try:
         return asyncio.run(coro)
