@@ -197,10 +197,22 @@ def _shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callab
 
 @app.command(cls=FastCommand)
 @_shared_options(timeout=60.0)
-def check(run: _Run) -> None:
+def check(
+    run: _Run,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Check every input rule and log into nothing (no network; for pre-commit).",
+        ),
+    ] = False,
+) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
+    if offline and run.sandbox:
+        _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
     options, ci = _start(run, "check")
-    report = _run(_check(run, options, ci), run.json_output, ci)
+    work = _check_offline(run, options) if offline else _check(run, options, ci)
+    report = _run(work, run.json_output, ci)
     _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
@@ -352,6 +364,22 @@ async def _check(run: _Run, options: ProbeOptions, ci: CiOutputs) -> Report:
             input_warnings=loaded.warnings,
             on_inbox_done=ci.started(loaded.inboxes),
         )
+
+
+async def _check_offline(run: _Run, options: ProbeOptions) -> Report:
+    import os
+
+    from provision.commands.check import OfflineEnviron, check_offline
+    from provision.inbox import load_inboxes
+
+    environ = OfflineEnviron(os.environ)
+    loaded = load_inboxes(run.files or [], environ=environ)
+    return check_offline(
+        loaded.inboxes,
+        options,
+        input_warnings=loaded.warnings,
+        unset_variables=sorted(environ.unset),
+    )
 
 
 async def _set(

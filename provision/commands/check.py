@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from provision.models import Inbox, ProbeOptions
-from provision.results import FailureClass, Finding, InboxResult, Report, Stage, StageResult
+from provision.results import (
+    FailureClass,
+    Finding,
+    InboxResult,
+    Report,
+    Stage,
+    StageResult,
+    Status,
+)
 
-__all__ = ["check", "probe_all", "probe_inbox", "report_settings"]
+__all__ = [
+    "OfflineEnviron",
+    "check",
+    "check_offline",
+    "probe_all",
+    "probe_inbox",
+    "report_settings",
+]
 
 #: Extra time past the deadline before a probe that ignored it is abandoned. Steps
 #: already stop at the deadline; this only guards against a library that does not.
@@ -137,3 +152,60 @@ def _abandoned(inbox: Inbox, options: ProbeOptions) -> InboxResult:
             )
         )
     return result
+
+
+#: What an unset ``${VAR}`` reads as offline: validation goes on; nothing is sent anywhere.
+OFFLINE_PLACEHOLDER = "offline-placeholder"
+
+
+class OfflineEnviron(Mapping[str, str]):
+    """The environment for an offline check: an unset variable reads as a placeholder.
+
+    A pre-commit hook or an editor has none of the CI's secrets; the file's rules are
+    checked all the same, and the names that were not set are listed in the report.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.unset: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        value = self._environ.get(name)
+        if value is None:
+            self.unset.add(name)
+            return OFFLINE_PLACEHOLDER
+        return value
+
+    def get(self, name: str, default: object = None) -> str:
+        return self[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+
+def check_offline(
+    inboxes: Sequence[Inbox],
+    options: ProbeOptions | None = None,
+    *,
+    input_warnings: Mapping[int, Sequence[Finding]] | None = None,
+    unset_variables: Sequence[str] = (),
+) -> Report:
+    """The report of ``check --offline``: the input passed every rule; nothing was probed."""
+    options = options or ProbeOptions()
+    settings = report_settings(options) | {
+        "offline": True,
+        "unset_variables": sorted(unset_variables),
+    }
+    report = Report(command="check", strict=options.strict, settings=settings)
+    for index, inbox in enumerate(inboxes):
+        result = InboxResult.for_inbox(inbox)
+        for stage in (Stage.SMTP, Stage.IMAP):
+            skipped = StageResult(stage=stage, status=Status.SKIPPED)
+            skipped.message = "offline: input valid, not probed"
+            result.stages.append(skipped)
+        result.warnings.extend((input_warnings or {}).get(index, ()))
+        report.inboxes.append(result)
+    return report
