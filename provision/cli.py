@@ -9,13 +9,10 @@ no traceback reaches the user (typer's locals display is off: it can show secret
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, fields
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -23,6 +20,16 @@ import typer
 
 from provision._version import __version__
 from provision.cli_coerce import FastCommand, FastGroup
+from provision.cli_options import (
+    AllowHttpOpt,
+    CaFileOpt,
+    Run,
+    ServerOpt,
+    TimeoutOpt,
+    TwoFactorOpt,
+    VerboseOpt,
+    shared_options,
+)
 from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
 
@@ -69,136 +76,10 @@ def _root(
     """
 
 
-FilesArg = Annotated[
-    list[str] | None,
-    typer.Argument(
-        help="Inbox files (YAML or JSON); '-' reads standard input.", show_default=False
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Warnings fail the run.")]
-TimeoutOpt = Annotated[
-    float,
-    typer.Option(
-        "--timeout", min=0.1, metavar="SECONDS", help="Overall deadline for the run, in seconds."
-    ),
-]
-StepTimeoutOpt = Annotated[
-    float,
-    typer.Option(
-        "--step-timeout",
-        min=0.05,
-        metavar="SECONDS",
-        help="Cap on any single network step, in seconds.",
-    ),
-]
-ConcurrencyOpt = Annotated[
-    int, typer.Option("--concurrency", "-c", min=1, metavar="N", help="Inboxes probed at once.")
-]
-CaFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--ca-file",
-        metavar="PATH",
-        help="Extra CA certificates (PEM) trusted in addition to the system store.",
-        show_default=False,
-    ),
-]
-EhloOpt = Annotated[
-    str | None,
-    typer.Option("--ehlo-name", metavar="NAME", help="Name sent in SMTP EHLO.", show_default=False),
-]
-NoVerifyOpt = Annotated[
-    bool,
-    typer.Option(
-        "--smtp-no-verify",
-        help="Do not verify SMTP certificates (Rocket.Chat does; the report shows this).",
-    ),
-]
-SandboxOpt = Annotated[
-    bool,
-    typer.Option(
-        "--sandbox",
-        help="Start the embedded local mail servers and check their inboxes (no files needed).",
-    ),
-]
-VerboseOpt = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Log provision's steps to stderr.")
-]
-JunitOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--junit",
-        metavar="FILE",
-        help="Also write a JUnit XML report to FILE (one testcase per inbox and stage).",
-        show_default=False,
-    ),
-]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Run:
-    """The inputs and options ``check`` and ``set`` share."""
-
-    files: list[str] | None
-    json_output: bool
-    strict: bool
-    timeout: float
-    step_timeout: float
-    concurrency: int
-    ca_file: Path | None
-    ehlo_name: str | None
-    smtp_no_verify: bool
-    sandbox: bool
-    verbose: bool
-    junit: Path | None
-
-
-def _shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the shared inputs: files first, its own options, then the shared ones.
-
-    Typer has no option groups; this declares them once. The command takes a ``_Run``
-    as its first argument and its own options after it.
-    """
-    shared: list[tuple[str, Any, Any]] = [
-        ("json_output", JsonOpt, False),
-        ("strict", StrictOpt, False),
-        ("timeout", TimeoutOpt, timeout),
-        ("step_timeout", StepTimeoutOpt, 10.0),
-        ("concurrency", ConcurrencyOpt, 10),
-        ("ca_file", CaFileOpt, None),
-        ("ehlo_name", EhloOpt, None),
-        ("smtp_no_verify", NoVerifyOpt, False),
-        ("sandbox", SandboxOpt, False),
-        ("verbose", VerboseOpt, False),
-        ("junit", JunitOpt, None),
-    ]
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    names = [f.name for f in fields(_Run)]
-
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
-        params = [
-            inspect.Parameter("files", keyword, default=None, annotation=FilesArg),
-            *(p.replace(kind=keyword) for p in own),
-            *(inspect.Parameter(n, keyword, default=d, annotation=a) for n, a, d in shared),
-        ]
-
-        @functools.wraps(command)
-        def wrapper(**kwargs: Any) -> None:
-            run = _Run(**{name: kwargs.pop(name) for name in names})
-            command(run, **kwargs)
-
-        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        return wrapper
-
-    return decorate
-
-
 @app.command(cls=FastCommand)
-@_shared_options(timeout=60.0)
+@shared_options(timeout=60.0)
 def check(
-    run: _Run,
+    run: Run,
     offline: Annotated[
         bool,
         typer.Option(
@@ -216,35 +97,10 @@ def check(
     _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
-AllowHttpOpt = Annotated[
-    bool,
-    typer.Option("--allow-http", help="Allow plain HTTP to a non-loopback Rocket.Chat."),
-]
-TwoFactorOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--2fa-code",
-        metavar="CODE",
-        help="2FA code for a password login (or ROCKETCHAT_2FA_CODE).",
-        show_default=False,
-    ),
-]
-ServerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        envvar="ROCKETCHAT_URL",
-        metavar="URL",
-        help="Rocket.Chat base URL (or ROCKETCHAT_URL).",
-        show_default=False,
-    ),
-]
-
-
 @app.command(name="set", cls=FastCommand)
-@_shared_options(timeout=120.0)
+@shared_options(timeout=120.0)
 def set_command(
-    run: _Run,
+    run: Run,
     server: ServerOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Probe and print the plan; write nothing.")
@@ -293,7 +149,7 @@ def set_command(
     _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
-def _start(run: _Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
+def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
     """Check what can be checked before any I/O; the probe options and CI outputs."""
     _setup_logging(run.verbose)
     if not run.files and not run.sandbox:
@@ -337,7 +193,7 @@ def _check_ca_file(path: Path | None) -> Path | None:
 
 @contextlib.asynccontextmanager
 async def _inputs(
-    run: _Run, options: ProbeOptions
+    run: Run, options: ProbeOptions
 ) -> AsyncIterator[tuple[LoadResult, ProbeOptions, Sandbox | None]]:
     """The inboxes to run: the files, or those of a sandbox started for the run (and its CA)."""
     from provision.inbox import load_inboxes
@@ -354,7 +210,7 @@ async def _inputs(
         yield loaded, dataclasses.replace(options, ca_file=options.ca_file or box.ca_file), box
 
 
-async def _check(run: _Run, options: ProbeOptions, ci: CiOutputs) -> Report:
+async def _check(run: Run, options: ProbeOptions, ci: CiOutputs) -> Report:
     from provision.commands.check import check as run_check
 
     async with _inputs(run, options) as (loaded, options, _box):
@@ -366,7 +222,7 @@ async def _check(run: _Run, options: ProbeOptions, ci: CiOutputs) -> Report:
         )
 
 
-async def _check_offline(run: _Run, options: ProbeOptions) -> Report:
+async def _check_offline(run: Run, options: ProbeOptions) -> Report:
     import os
 
     from provision.commands.check import OfflineEnviron, check_offline
@@ -383,7 +239,7 @@ async def _check_offline(run: _Run, options: ProbeOptions) -> Report:
 
 
 async def _set(
-    run: _Run,
+    run: Run,
     server: str,
     code: str | None,
     switches: dict[str, Any],

@@ -24,6 +24,7 @@ LAYERS = {
     "commands": 4,
     "render": 4,
     "cli_coerce": 5,
+    "cli_options": 5,
     "cli": 6,
     "__init__": 6,
     "__main__": 7,
