@@ -670,10 +670,10 @@ def _warm_row(inbox: Path, ca_file: Path, runs: int) -> list[str]:
     """Probes in this process once the TLS contexts exist: what each check costs after."""
     import asyncio
 
+    from provision.commands.check import check
     from provision.inbox import load_inboxes
     from provision.models import ProbeOptions
-    from provision.pipeline import check
-    from provision.report import render_json
+    from provision.render.json import render_json
 
     async def probe() -> tuple[list[dict[str, Any]], list[float]]:
         loaded = load_inboxes([str(inbox)])

@@ -20,22 +20,22 @@ PyYAML are imported only by what needs them. The package is typed (``py.typed``)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from provision._lazy import lazy_getattr
 from provision._version import __version__
 
 if TYPE_CHECKING:
-    from provision.apply import Action as Action
-    from provision.apply import SetOptions as SetOptions
-    from provision.apply import set_inboxes as set_inboxes
+    from provision.commands.check import check as check
+    from provision.commands.export import ExportResult as ExportResult
+    from provision.commands.export import PasswordReference as PasswordReference
+    from provision.commands.export import export_inboxes as export_inboxes
+    from provision.commands.set import SetOptions as SetOptions
+    from provision.commands.set import set_inboxes as set_inboxes
     from provision.errors import ConfigError as ConfigError
     from provision.errors import ConfigProblem as ConfigProblem
     from provision.errors import ProvisionError as ProvisionError
     from provision.errors import RocketChatError as RocketChatError
-    from provision.export import ExportResult as ExportResult
-    from provision.export import PasswordReference as PasswordReference
-    from provision.export import export_inboxes as export_inboxes
     from provision.inbox import LoadResult as LoadResult
     from provision.inbox import inbox_file_schema as inbox_file_schema
     from provision.inbox import load_inboxes as load_inboxes
@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     from provision.models import ProbeOptions as ProbeOptions
     from provision.models import Secret as Secret
     from provision.models import SmtpSettings as SmtpSettings
-    from provision.pipeline import check as check
-    from provision.report import render_json as render_json
-    from provision.report import render_text as render_text
+    from provision.render.json import render_json as render_json
+    from provision.render.text import render_text as render_text
+    from provision.results import Action as Action
     from provision.results import ExitCode as ExitCode
     from provision.results import FailureClass as FailureClass
     from provision.results import Finding as Finding
@@ -55,16 +55,16 @@ if TYPE_CHECKING:
     from provision.results import Stage as Stage
     from provision.results import StageResult as StageResult
     from provision.results import Status as Status
-    from provision.rocketchat import Credentials as Credentials
-    from provision.rocketchat import PasswordAuth as PasswordAuth
-    from provision.rocketchat import TokenAuth as TokenAuth
-    from provision.rocketchat import credentials_from_env as credentials_from_env
+    from provision.rocketchat.credentials import Credentials as Credentials
+    from provision.rocketchat.credentials import PasswordAuth as PasswordAuth
+    from provision.rocketchat.credentials import TokenAuth as TokenAuth
+    from provision.rocketchat.credentials import credentials_from_env as credentials_from_env
 
 #: Where each public name lives; ``__getattr__`` imports the module on first use.
 _LAZY = {
-    "Action": "provision.apply",
-    "SetOptions": "provision.apply",
-    "set_inboxes": "provision.apply",
+    "Action": "provision.results",
+    "SetOptions": "provision.commands.set",
+    "set_inboxes": "provision.commands.set",
     "LoadResult": "provision.inbox",
     "inbox_file_schema": "provision.inbox",
     "load_inboxes": "provision.inbox",
@@ -72,17 +72,17 @@ _LAZY = {
     "ConfigProblem": "provision.errors",
     "ProvisionError": "provision.errors",
     "RocketChatError": "provision.errors",
-    "ExportResult": "provision.export",
-    "PasswordReference": "provision.export",
-    "export_inboxes": "provision.export",
+    "ExportResult": "provision.commands.export",
+    "PasswordReference": "provision.commands.export",
+    "export_inboxes": "provision.commands.export",
     "ImapSettings": "provision.models",
     "Inbox": "provision.models",
     "ProbeOptions": "provision.models",
     "Secret": "provision.models",
     "SmtpSettings": "provision.models",
-    "check": "provision.pipeline",
-    "render_json": "provision.report",
-    "render_text": "provision.report",
+    "check": "provision.commands.check",
+    "render_json": "provision.render.json",
+    "render_text": "provision.render.text",
     "ExitCode": "provision.results",
     "FailureClass": "provision.results",
     "Finding": "provision.results",
@@ -91,10 +91,10 @@ _LAZY = {
     "Stage": "provision.results",
     "StageResult": "provision.results",
     "Status": "provision.results",
-    "Credentials": "provision.rocketchat",
-    "PasswordAuth": "provision.rocketchat",
-    "TokenAuth": "provision.rocketchat",
-    "credentials_from_env": "provision.rocketchat",
+    "Credentials": "provision.rocketchat.credentials",
+    "PasswordAuth": "provision.rocketchat.credentials",
+    "TokenAuth": "provision.rocketchat.credentials",
+    "credentials_from_env": "provision.rocketchat.credentials",
 }
 
 __all__ = [
@@ -135,14 +135,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562) and cache the name here."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provision' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -1,4 +1,4 @@
-"""The ``provision`` command line: parse, call the library, render, exit.
+"""The ``provision`` command line: parse, call a command (``provision.commands``), render, exit.
 
 Heavy modules (the probes, aiosmtplib, aioimaplib, httpx, the sandbox servers)
 are imported inside the command bodies so that ``--help`` and ``--version`` stay
@@ -8,12 +8,14 @@ no traceback reaches the user (typer's locals display is off: it can show secret
 
 from __future__ import annotations
 
-import asyncio
-import json
+import contextlib
+import functools
+import inspect
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -22,12 +24,14 @@ import typer
 from provision._version import __version__
 from provision.cli_coerce import FastCommand, FastGroup
 from provision.errors import ConfigError, ConfigProblem
-from provision.results import SCHEMA_VERSION, ExitCode
+from provision.results import ExitCode
 
 if TYPE_CHECKING:
-    from provision.ci import CiOutputs
+    from provision.inbox import LoadResult
     from provision.models import ProbeOptions
+    from provision.render.ci import CiOutputs
     from provision.results import Report
+    from provision.sandbox.runner import Sandbox
 
 __all__ = ["app", "main"]
 
@@ -132,40 +136,72 @@ JunitOpt = Annotated[
 ]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Run:
+    """The inputs and options ``check`` and ``set`` share."""
+
+    files: list[str] | None
+    json_output: bool
+    strict: bool
+    timeout: float
+    step_timeout: float
+    concurrency: int
+    ca_file: Path | None
+    ehlo_name: str | None
+    smtp_no_verify: bool
+    sandbox: bool
+    verbose: bool
+    junit: Path | None
+
+
+def _shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the shared inputs: files first, its own options, then the shared ones.
+
+    Typer has no option groups; this declares them once. The command takes a ``_Run``
+    as its first argument and its own options after it.
+    """
+    shared: list[tuple[str, Any, Any]] = [
+        ("json_output", JsonOpt, False),
+        ("strict", StrictOpt, False),
+        ("timeout", TimeoutOpt, timeout),
+        ("step_timeout", StepTimeoutOpt, 10.0),
+        ("concurrency", ConcurrencyOpt, 10),
+        ("ca_file", CaFileOpt, None),
+        ("ehlo_name", EhloOpt, None),
+        ("smtp_no_verify", NoVerifyOpt, False),
+        ("sandbox", SandboxOpt, False),
+        ("verbose", VerboseOpt, False),
+        ("junit", JunitOpt, None),
+    ]
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    names = [f.name for f in fields(_Run)]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+        params = [
+            inspect.Parameter("files", keyword, default=None, annotation=FilesArg),
+            *(p.replace(kind=keyword) for p in own),
+            *(inspect.Parameter(n, keyword, default=d, annotation=a) for n, a, d in shared),
+        ]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            run = _Run(**{name: kwargs.pop(name) for name in names})
+            command(run, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
 @app.command(cls=FastCommand)
-def check(
-    files: FilesArg = None,
-    json_output: JsonOpt = False,
-    strict: StrictOpt = False,
-    timeout: TimeoutOpt = 60.0,
-    step_timeout: StepTimeoutOpt = 10.0,
-    concurrency: ConcurrencyOpt = 10,
-    ca_file: CaFileOpt = None,
-    ehlo_name: EhloOpt = None,
-    smtp_no_verify: NoVerifyOpt = False,
-    sandbox: SandboxOpt = False,
-    verbose: VerboseOpt = False,
-    junit: JunitOpt = None,
-) -> None:
+@_shared_options(timeout=60.0)
+def check(run: _Run) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
-    _setup_logging(verbose)
-    _require_input(files, sandbox, json_output)
-    options = _probe_options(
-        json_output,
-        step_timeout=step_timeout,
-        timeout=timeout,
-        concurrency=concurrency,
-        ca_file=ca_file,
-        strict=strict,
-        ehlo_name=ehlo_name,
-        smtp_no_verify=smtp_no_verify,
-    )
-    ci = _ci("check", junit, json_output)
-    if sandbox:
-        report = _run(_check_sandbox(options, ci), json_output, ci)
-    else:
-        report = _run(_check_files(files or [], options, ci), json_output, ci)
-    _emit(report, json_output, code=_finish_ci(ci, report))
+    options, ci = _start(run, "check")
+    report = _run(_check(run, options, ci), run.json_output, ci)
+    _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
 AllowHttpOpt = Annotated[
@@ -194,8 +230,9 @@ ServerOpt = Annotated[
 
 
 @app.command(name="set", cls=FastCommand)
+@_shared_options(timeout=120.0)
 def set_command(
-    files: FilesArg = None,
+    run: _Run,
     server: ServerOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Probe and print the plan; write nothing.")
@@ -215,37 +252,13 @@ def set_command(
     ] = 0.0,
     allow_http: AllowHttpOpt = False,
     two_factor_code: TwoFactorOpt = None,
-    json_output: JsonOpt = False,
-    strict: StrictOpt = False,
-    timeout: TimeoutOpt = 120.0,
-    step_timeout: StepTimeoutOpt = 10.0,
-    concurrency: ConcurrencyOpt = 10,
-    ca_file: CaFileOpt = None,
-    ehlo_name: EhloOpt = None,
-    smtp_no_verify: NoVerifyOpt = False,
-    sandbox: SandboxOpt = False,
-    verbose: VerboseOpt = False,
-    junit: JunitOpt = None,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
 
     Credentials come from the environment: ROCKETCHAT_USER_ID + ROCKETCHAT_AUTH_TOKEN
     (a personal access token), or ROCKETCHAT_USER + ROCKETCHAT_PASSWORD.
     """
-    _setup_logging(verbose)
-    _require_input(files, sandbox, json_output)
-    if not sandbox and not server:
-        _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", json_output)
-    options = _probe_options(
-        json_output,
-        step_timeout=step_timeout,
-        timeout=timeout,
-        concurrency=concurrency,
-        ca_file=ca_file,
-        strict=strict,
-        ehlo_name=ehlo_name,
-        smtp_no_verify=smtp_no_verify,
-    )
+    options, ci = _start(run, "set", server=server)
     switches = {
         "allow_http": allow_http,
         "dry_run": dry_run,
@@ -254,72 +267,119 @@ def set_command(
     }
     from provision.results import Report
 
-    progress = Report(command="set", strict=strict)
-    ci = _ci("set", junit, json_output)
-    if sandbox:
-        coro = _set_sandbox(options, switches, progress, ci)
-    else:
-        coro = _set_files(
-            files or [], server or "", two_factor_code, options, switches, progress, ci
-        )
+    progress = Report(command="set", strict=run.strict)
+    coro = _set(run, server or "", two_factor_code, switches, options, progress, ci)
     try:
-        report = _run(coro, json_output, ci)
+        report = _run(coro, run.json_output, ci)
     except KeyboardInterrupt:
-        progress.settings["interrupted"] = True
-        for inbox in progress.inboxes:
-            # Each inbox is one POST: it is either written or not; one in flight is unknown.
-            inbox.extra.setdefault("action", "interrupted (not confirmed written)")
+        from provision.commands.set import mark_interrupted
+
+        mark_interrupted(progress)
         typer.echo("interrupted: the report shows what was written", err=True)
         _finish_ci(ci, progress)
-        _emit(progress, json_output, code=130)
-    _emit(report, json_output, code=_finish_ci(ci, report))
+        _emit(progress, run.json_output, code=130)
+    _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
-async def _set_files(
-    files: list[str],
-    server: str,
-    code: str | None,
-    options: ProbeOptions,
-    switches: dict[str, Any],
-    progress: Report,
-    ci: CiOutputs,
-) -> Report:
-    from provision.apply import SetOptions, set_inboxes
+def _start(run: _Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
+    """Check what can be checked before any I/O; the probe options and CI outputs."""
+    _setup_logging(run.verbose)
+    if not run.files and not run.sandbox:
+        _usage_error(
+            "give at least one inbox file ('-' for standard input), or --sandbox", run.json_output
+        )
+    if run.files and run.sandbox:
+        _usage_error(
+            "--sandbox uses the embedded servers; do not give inbox files with it", run.json_output
+        )
+    if command == "set" and not run.sandbox and not server:
+        _usage_error(
+            "no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", run.json_output
+        )
+    from provision.models import ProbeOptions
+    from provision.render.ci import CiOutputs
+
+    try:
+        options = ProbeOptions(
+            step_timeout=run.step_timeout,
+            timeout=run.timeout,
+            concurrency=run.concurrency,
+            ca_file=_check_ca_file(run.ca_file),
+            strict=run.strict,
+            ehlo_name=run.ehlo_name,
+            smtp_verify=not run.smtp_no_verify,
+        )
+        # A --junit path that cannot be written is exit 2 now, before any probe.
+        return options, CiOutputs.from_environ(command, run.junit)
+    except ConfigError as exc:
+        _config_error(exc.problems, run.json_output)
+
+
+def _check_ca_file(path: Path | None) -> Path | None:
+    if path is None:
+        return None  # the check's module stays off the common path
+    from provision.commands.inputs import check_ca_file
+
+    return check_ca_file(path)
+
+
+@contextlib.asynccontextmanager
+async def _inputs(
+    run: _Run, options: ProbeOptions
+) -> AsyncIterator[tuple[LoadResult, ProbeOptions, Sandbox | None]]:
+    """The inboxes to run: the files, or those of a sandbox started for the run (and its CA)."""
     from provision.inbox import load_inboxes
-    from provision.rocketchat import check_url, credentials_from_env
 
-    loaded = load_inboxes(files)
-    credentials = credentials_from_env(os.environ, code=code)
-    check_url(server, allow_http=switches["allow_http"])
-    target = SetOptions(server=server, credentials=credentials, **switches)
-    return await set_inboxes(
-        loaded.inboxes,
-        options,
-        target,
-        input_warnings=loaded.warnings,
-        progress=progress,
-        on_inbox_done=ci.started(loaded.inboxes),
-    )
-
-
-async def _set_sandbox(
-    options: ProbeOptions, switches: dict[str, Any], progress: Report, ci: CiOutputs
-) -> Report:
+    if not run.sandbox:
+        yield load_inboxes(run.files or []), options, None
+        return
     import dataclasses
 
-    from provision.apply import SetOptions, set_inboxes
-    from provision.inbox import load_inboxes
-    from provision.rocketchat import TokenAuth
     from provision.sandbox.runner import running_sandbox
 
     async with running_sandbox() as box:
         loaded = load_inboxes([str(box.inbox_file)])
-        options = dataclasses.replace(options, ca_file=options.ca_file or box.ca_file)
-        target = SetOptions(
-            server=box.rocketchat_url,
-            credentials=TokenAuth(user_id=box.user_id, token=box.token),
-            **switches,
+        yield loaded, dataclasses.replace(options, ca_file=options.ca_file or box.ca_file), box
+
+
+async def _check(run: _Run, options: ProbeOptions, ci: CiOutputs) -> Report:
+    from provision.commands.check import check as run_check
+
+    async with _inputs(run, options) as (loaded, options, _box):
+        return await run_check(
+            loaded.inboxes,
+            options,
+            input_warnings=loaded.warnings,
+            on_inbox_done=ci.started(loaded.inboxes),
         )
+
+
+async def _set(
+    run: _Run,
+    server: str,
+    code: str | None,
+    switches: dict[str, Any],
+    options: ProbeOptions,
+    progress: Report,
+    ci: CiOutputs,
+) -> Report:
+    from provision.commands.set import SetOptions, set_inboxes
+    from provision.rocketchat.credentials import (
+        Credentials,
+        TokenAuth,
+        check_url,
+        credentials_from_env,
+    )
+
+    async with _inputs(run, options) as (loaded, options, box):
+        credentials: Credentials
+        if box is None:
+            credentials = credentials_from_env(os.environ, code=code)
+            check_url(server, allow_http=switches["allow_http"])
+        else:
+            server = box.rocketchat_url
+            credentials = TokenAuth(user_id=box.user_id, token=box.token)
+        target = SetOptions(server=server, credentials=credentials, **switches)
         return await set_inboxes(
             loaded.inboxes,
             options,
@@ -342,6 +402,8 @@ def sandbox_command(
     ] = None,
 ) -> None:
     """Run local SMTP and IMAP servers with a throw-away CA until interrupted."""
+    import asyncio
+
     from provision.sandbox.runner import serve_forever
 
     try:
@@ -384,10 +446,12 @@ def export_command(
         _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", False)
     if output is not None and output.exists() and not force:
         _usage_error(f"{output} exists; give --force to overwrite it", False)
+    import asyncio
     import dataclasses
 
-    from provision.export import export_inboxes
-    from provision.rocketchat import RocketChatCallError, check_url, credentials_from_env
+    from provision.commands.export import export_inboxes
+    from provision.errors import RocketChatCallError
+    from provision.rocketchat.credentials import check_url, credentials_from_env
 
     try:
         credentials = credentials_from_env(os.environ, code=two_factor_code)
@@ -396,7 +460,7 @@ def export_command(
             export_inboxes(
                 server,
                 credentials,
-                ca_file=_ca_file(ca_file, False),
+                ca_file=_check_ca_file(ca_file),
                 allow_http=allow_http,
                 time_limit=timeout,
             )
@@ -434,41 +498,10 @@ def export_command(
 @app.command(name="schema", cls=FastCommand)
 def schema_command() -> None:
     """Print the JSON Schema (draft 2020-12) of the inbox file, for editors and linters."""
-    from provision.inbox import inbox_file_schema
+    from provision.commands.schema import schema_text
 
-    typer.echo(json.dumps(inbox_file_schema(), indent=2))
+    typer.echo(schema_text())
     raise typer.Exit(0)
-
-
-async def _check_files(files: list[str], options: ProbeOptions, ci: CiOutputs) -> Report:
-    from provision.inbox import load_inboxes
-    from provision.pipeline import check as run_check
-
-    loaded = load_inboxes(files)
-    return await run_check(
-        loaded.inboxes,
-        options,
-        input_warnings=loaded.warnings,
-        on_inbox_done=ci.started(loaded.inboxes),
-    )
-
-
-async def _check_sandbox(options: ProbeOptions, ci: CiOutputs) -> Report:
-    import dataclasses
-
-    from provision.inbox import load_inboxes
-    from provision.pipeline import check as run_check
-    from provision.sandbox.runner import running_sandbox
-
-    async with running_sandbox() as box:
-        loaded = load_inboxes([str(box.inbox_file)])
-        options = dataclasses.replace(options, ca_file=options.ca_file or box.ca_file)
-        return await run_check(
-            loaded.inboxes,
-            options,
-            input_warnings=loaded.warnings,
-            on_inbox_done=ci.started(loaded.inboxes),
-        )
 
 
 def _small_tls_buffers() -> None:
@@ -485,27 +518,16 @@ def _small_tls_buffers() -> None:
         asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
 
-def _run(
-    coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs | None = None
-) -> Report:
+def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs) -> Report:
+    import asyncio
+
     _small_tls_buffers()
     try:
         return asyncio.run(coro)
     except ConfigError as exc:
-        if ci is not None:
-            failed = ci.failed_input(exc.problems)
-            if failed:
-                typer.echo(f"error: {failed}", err=True)
-        _config_error(exc.problems, json_output)
-
-
-def _ci(command: str, junit: Path | None, json_output: bool) -> CiOutputs:
-    """CI outputs for this run; a ``--junit`` path that cannot be written is exit 2 now."""
-    from provision.ci import CiOutputs
-
-    try:
-        return CiOutputs.from_environ(command, junit)
-    except ConfigError as exc:
+        failed = ci.failed_input(exc.problems)
+        if failed:
+            typer.echo(f"error: {failed}", err=True)
         _config_error(exc.problems, json_output)
 
 
@@ -520,54 +542,19 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
 
 
 def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoReturn:
-    from provision.report import render_json, render_text
-
     if json_output:
+        from provision.render.json import render_json
+
         typer.echo(render_json(report))
     else:
+        from provision.render.text import render_text
+
         typer.echo(render_text(report, color=_color()))
     raise typer.Exit(int(report.exit_code) if code is None else code)
 
 
 def _color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
-
-
-def _ca_file(path: Path | None, json_output: bool) -> Path | None:
-    if path is None:
-        return None
-    import ssl
-
-    try:
-        # A bare client context: parsing the file is the check, the system store is not needed.
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or "not a PEM certificate bundle"
-        _config_error(
-            [ConfigProblem(f"cannot use as a CA file: {reason}", file=str(path))], json_output
-        )
-    return path
-
-
-def _require_input(files: list[str] | None, sandbox: bool, json_output: bool) -> None:
-    if not files and not sandbox:
-        _usage_error(
-            "give at least one inbox file ('-' for standard input), or --sandbox", json_output
-        )
-    if files and sandbox:
-        _usage_error(
-            "--sandbox uses the embedded servers; do not give inbox files with it", json_output
-        )
-
-
-def _probe_options(
-    json_output: bool, *, ca_file: Path | None, smtp_no_verify: bool, **kw: Any
-) -> ProbeOptions:
-    from provision.models import ProbeOptions
-
-    return ProbeOptions(
-        ca_file=_ca_file(ca_file, json_output), smtp_verify=not smtp_no_verify, **kw
-    )
 
 
 def _usage_error(message: str, json_output: bool) -> NoReturn:
@@ -578,23 +565,9 @@ def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     if json_output:
-        doc = {
-            "schema_version": SCHEMA_VERSION,
-            "ok": False,
-            "exit_code": int(ExitCode.USAGE),
-            "errors": [
-                {
-                    "file": p.file,
-                    "line": p.line,
-                    "inbox": p.inbox,
-                    "field": p.field,
-                    "message": p.message,
-                }
-                for p in problems
-            ],
-            "inboxes": [],
-        }
-        typer.echo(json.dumps(doc, indent=2))
+        from provision.render.json import render_problems_json
+
+        typer.echo(render_problems_json(problems))
     raise typer.Exit(int(ExitCode.USAGE))
 
 

@@ -1,4 +1,4 @@
-"""Results: what a run found, as data. Rendering lives in ``provision.report``.
+"""Results: what a run found, as data. Rendering lives in ``provision.render``.
 
 Shape (also the JSON schema, ``schema_version`` 1)::
 
@@ -20,10 +20,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from provision.models import Inbox
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Action",
     "ExitCode",
     "Failure",
     "FailureClass",
@@ -41,7 +45,8 @@ SCHEMA_VERSION = 1
 
 
 class Stage(StrEnum):
-    """A stage of an inbox's run."""
+    """A stage of an inbox's run, in run order: the probes (smtp, imap), then, for
+    ``set``, submit and verify."""
 
     SMTP = "smtp"
     IMAP = "imap"
@@ -70,6 +75,21 @@ class Status(StrEnum):
     WARNING = "warning"
     FAILED = "failed"
     SKIPPED = "skipped"
+
+
+class Action(StrEnum):
+    """What ``set`` did (or, with ``dry_run``, would do) to an inbox; JSON shows the value."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    # dry run
+    CREATE = "create"
+    UPDATE = "update"
+    # the run was interrupted before this inbox's write was confirmed
+    INTERRUPTED = "interrupted (not confirmed written)"
 
 
 class ExitCode(IntEnum):
@@ -316,7 +336,11 @@ class StageResult:
 
 @dataclass(slots=True, kw_only=True)
 class InboxResult:
-    """Everything found for one inbox, stages in run order (smtp before imap)."""
+    """Everything found for one inbox, stages in run order (smtp before imap).
+
+    ``action`` and ``inbox_id`` are ``set``'s: what it did and the Rocket.Chat id
+    (``None`` when nothing is stored or it is not known); ``check`` leaves them unset.
+    """
 
     name: str
     email: str
@@ -324,7 +348,27 @@ class InboxResult:
     line: int | None = None
     stages: list[StageResult] = dataclasses.field(default_factory=list)
     warnings: list[Finding] = dataclasses.field(default_factory=list)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    action: Action | None = None
+    inbox_id: str | None = None
+
+    @classmethod
+    def for_inbox(cls, inbox: Inbox) -> InboxResult:
+        """An empty result named and placed like ``inbox``."""
+        return cls(
+            name=inbox.name, email=inbox.email, file=inbox.source.file, line=inbox.source.line
+        )
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """What ``set`` adds to the JSON: ``action`` and ``id`` (none for ``check``).
+
+        An inbox interrupted before its write has an action but no id.
+        """
+        if self.action is None:
+            return {}
+        if self.action is Action.INTERRUPTED:
+            return {"action": self.action}
+        return {"action": self.action, "id": self.inbox_id}
 
     def status(self, *, strict: bool = False) -> Status:
         """Worst status over stages and input warnings."""

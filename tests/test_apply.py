@@ -14,21 +14,21 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from provision.apply import Action, SetOptions, set_inboxes
 from provision.cli import app
+from provision.commands.set import SetOptions, set_inboxes
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions, Secret
-from provision.results import ExitCode, FailureClass, Report, Status
-from provision.rocketchat import TokenAuth
-from provision.sandbox.rocketchat import Fault
+from provision.results import Action, ExitCode, FailureClass, Report, Status
+from provision.rocketchat.credentials import TokenAuth
 from provision.sandbox.runner import Sandbox, running_sandbox
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 INBOX_PATHS = ("/api/v1/email-inbox", "/api/v1/email-inbox.search")
 
 
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with running_sandbox(tmp_path / "box") as sandbox:
+    async with running_sandbox(tmp_path / "box", double=FaultyRocketChat()) as sandbox:
         yield sandbox
 
 

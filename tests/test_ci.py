@@ -18,22 +18,22 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from provision.ci import (
+from provision.cli import app
+from provision.commands.check import check
+from provision.inbox import load_inboxes
+from provision.models import ProbeOptions
+from provision.render.ci import CiOutputs
+from provision.render.github import (
     ANNOTATION_LIMIT,
     Annotation,
-    CiOutputs,
-    Progress,
     escape_data,
     escape_property,
     render_annotations,
-    render_junit,
     render_summary,
     report_annotations,
 )
-from provision.cli import app
-from provision.inbox import load_inboxes
-from provision.models import ProbeOptions
-from provision.pipeline import check
+from provision.render.junit import render_junit
+from provision.render.progress import Progress
 from provision.results import (
     FailureClass,
     Finding,

@@ -22,14 +22,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from provision.apply import SetOptions, set_inboxes
 from provision.cli import app
-from provision.export import export_inboxes, render_inbox_file
+from provision.commands.export import export_inboxes, render_inbox_file
+from provision.commands.set import SetOptions, set_inboxes
+from provision.errors import RocketChatAuthError, RocketChatUnavailableError
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions, Secret
-from provision.rocketchat import RocketChatAuthError, RocketChatUnavailableError, TokenAuth
-from provision.sandbox.rocketchat import Fault
+from provision.rocketchat.credentials import TokenAuth
 from provision.sandbox.runner import Sandbox, running_sandbox
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 runner = CliRunner()
 CANARY = "Canary-Stored-Pw-7d41"
@@ -38,7 +39,7 @@ POST = ("POST", "/api/v1/email-inbox")
 
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with running_sandbox(tmp_path / "box") as sandbox:
+    async with running_sandbox(tmp_path / "box", double=FaultyRocketChat()) as sandbox:
         yield sandbox
 
 

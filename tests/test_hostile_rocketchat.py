@@ -19,21 +19,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from provision.models import Secret
-from provision.rocketchat import (
-    RetryPolicy,
-    RocketChat,
+from provision.errors import (
     RocketChatProtocolError,
     RocketChatRedirectError,
     RocketChatTlsError,
     RocketChatUnavailableError,
-    TokenAuth,
-    inbox_payload,
-    make_http_client,
-    plan_body_for_create,
 )
+from provision.models import Secret
+from provision.rocketchat.client import RocketChat
+from provision.rocketchat.credentials import TokenAuth
+from provision.rocketchat.payload import inbox_payload, plan_body_for_create
+from provision.rocketchat.transport import RetryPolicy, make_http_client
 from provision.sandbox.ca import CertKind, SandboxCA
-from provision.sandbox.rocketchat import Fault, RocketChatDouble, User, start_rocketchat
+from provision.sandbox.rocketchat import RocketChatDouble, User, start_rocketchat
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 from tests.test_rocketchat_client import make_inbox
 
 TOKEN = "CANARY-hostile-rc-token-4d1e"
@@ -43,8 +42,8 @@ FAST = RetryPolicy(attempts=2, backoff=0.001, max_backoff=0.005)
 
 
 @pytest.fixture
-def double() -> RocketChatDouble:
-    return RocketChatDouble()
+def double() -> FaultyRocketChat:
+    return FaultyRocketChat()
 
 
 @pytest.fixture

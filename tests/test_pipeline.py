@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from provision.commands.check import check
 from provision.models import ImapSettings, Inbox, ProbeOptions, Secret, SmtpSettings, Source
-from provision.pipeline import check
 from provision.results import ExitCode, FailureClass, Finding, Stage, Status
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.imapd import start_imap_server

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from provision.models import ImapSettings, Inbox, ProbeOptions, Secret, SmtpSettings
-from provision.probes import imap as imap_probe
 from provision.probes.imap import PLAN_PLAINTEXT, PLAN_TLS, probe_imap
+from provision.probes.imap import session as imap_session
 from provision.results import FailureClass, StageResult, Status, Step
 from provision.sandbox.ca import CertKind, SandboxCA
 from provision.sandbox.imapd import RunningServer, start_imap_server
@@ -185,7 +185,7 @@ async def test_probe_imap_non_ascii_password_is_sent_as_utf8(pymap: StartPymap) 
 async def test_probe_imap_slower_than_rocketchat_warns(
     pymap: StartPymap, monkeypatch: pytest.MonkeyPatch, limit: str, said: str
 ) -> None:
-    monkeypatch.setattr(imap_probe, limit, 0.0)
+    monkeypatch.setattr(imap_session, limit, 0.0)
     server = await pymap(implicit_tls=False)
 
     result = await probe(make_inbox(server.port, secure=False))

@@ -17,18 +17,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from provision.errors import ConfigError, RocketChatError
-from provision.models import ImapSettings, Inbox, Secret, SmtpSettings
-from provision.rocketchat import (
-    Dialect,
-    FieldChange,
-    PasswordAuth,
-    RetryPolicy,
-    RocketChat,
+from provision.errors import (
+    ConfigError,
     RocketChatAuthError,
     RocketChatCallError,
     RocketChatDepartmentError,
     RocketChatDuplicateEmailError,
+    RocketChatError,
     RocketChatNotFoundError,
     RocketChatPermissionError,
     RocketChatProtocolError,
@@ -40,26 +35,33 @@ from provision.rocketchat import (
     RocketChatUnavailableError,
     RocketChatUnknownInboxError,
     RocketChatValidationError,
+)
+from provision.models import ImapSettings, Inbox, Secret, SmtpSettings
+from provision.rocketchat.client import RocketChat, open_rocketchat
+from provision.rocketchat.credentials import (
+    PasswordAuth,
     TokenAuth,
     check_url,
     credentials_from_env,
-    dialect_for,
+)
+from provision.rocketchat.dialects import Dialect, dialect_for
+from provision.rocketchat.payload import (
+    FieldChange,
     diff_inbox,
     inbox_payload,
-    make_http_client,
-    open_rocketchat,
     plan_body_for_create,
     plan_body_for_update,
 )
+from provision.rocketchat.transport import RetryPolicy, RocketChatOptions, make_http_client
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.rocketchat import (
-    Fault,
     RateLimit,
     RocketChatDouble,
     RunningRocketChat,
     User,
     start_rocketchat,
 )
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -114,7 +116,7 @@ def make_inbox(**changes: Any) -> Inbox:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def server() -> AsyncIterator[RunningRocketChat]:
-    async with await start_rocketchat() as running:
+    async with await start_rocketchat(FaultyRocketChat()) as running:
         yield running
 
 
@@ -229,7 +231,7 @@ async def test_open_rocketchat_never_logs_out_a_given_token(
     server: RunningRocketChat, app: RocketChatDouble, admin: User
 ) -> None:
     async with open_rocketchat(
-        server.url, TokenAuth(user_id=admin.id, token=Secret(TOKEN)), retry=FAST
+        server.url, TokenAuth(user_id=admin.id, token=Secret(TOKEN)), RocketChatOptions(retry=FAST)
     ) as client:
         assert await client.search_inbox("support@example.com") is None
     assert app.logouts == []
@@ -532,7 +534,7 @@ async def test_https_verifies_the_certificate(
 ) -> None:
     async with await start_rocketchat(app, ssl_context=sandbox_ca.server_context()) as tls:
         creds = TokenAuth(user_id=admin.id, token=Secret(TOKEN))
-        async with open_rocketchat(tls.url, creds, ca_file=ca_file) as client:
+        async with open_rocketchat(tls.url, creds, RocketChatOptions(ca_file=ca_file)) as client:
             assert client.info.plain_http is False
         untrusted = make_http_client(tls.url)
         async with untrusted:
@@ -827,3 +829,12 @@ def test_every_error_is_a_rocketchat_error() -> None:
         RocketChatUnavailableError,
     ):
         assert issubclass(cls, RocketChatError)
+
+
+def test_error_details_default_to_none_and_unknown_ones_are_refused() -> None:
+    assert RocketChatRateLimitedError("limited").reset_at is None
+    assert RocketChatUnavailableError("down").request_sent is True
+    assert RocketChatUnavailableError("down").write_state is None
+    assert RocketChatDuplicateEmailError("dup", email="a@example.com").email == "a@example.com"
+    with pytest.raises(TypeError, match="reset_at"):
+        RocketChatDuplicateEmailError("dup", reset_at=1.0)

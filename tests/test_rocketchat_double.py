@@ -16,13 +16,13 @@ import pytest
 
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.rocketchat import (
-    Fault,
     RateLimit,
     RocketChatDouble,
     User,
     meteor_check,
     start_rocketchat,
 )
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 INBOX = "/api/v1/email-inbox"
 
@@ -56,8 +56,13 @@ def inbox_body(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def app() -> RocketChatDouble:
-    return RocketChatDouble()
+def app(request: pytest.FixtureRequest) -> RocketChatDouble:
+    # Tests of fault injection ask for the test-only subclass (see `faulty`).
+    return FaultyRocketChat() if getattr(request, "param", False) else RocketChatDouble()
+
+
+#: Serve the test with FaultyRocketChat (tests/doubles/rocketchat_faults.py).
+faulty = pytest.mark.parametrize("app", [True], indirect=True, ids=["faulty"])
 
 
 @pytest.fixture
@@ -622,8 +627,9 @@ async def test_e5_validates_before_authenticating(
 # --------------------------------------------------------------- faults, log
 
 
+@faulty
 async def test_faults_status_html_unsuccessful_and_count(
-    app: RocketChatDouble, as_admin: httpx.AsyncClient
+    app: FaultyRocketChat, as_admin: httpx.AsyncClient
 ) -> None:
     path = f"{INBOX}.search"
     app.inject("GET", path, Fault.error(503), times=2)
@@ -638,8 +644,9 @@ async def test_faults_status_html_unsuccessful_and_count(
     assert statuses[4].json() == {"emailInbox": None, "success": True}
 
 
+@faulty
 async def test_fault_apply_then_502_keeps_the_write(
-    app: RocketChatDouble, as_admin: httpx.AsyncClient
+    app: FaultyRocketChat, as_admin: httpx.AsyncClient
 ) -> None:
     app.inject("POST", INBOX, Fault.error(502, apply=True))
     response = await as_admin.post(INBOX, json=inbox_body())
@@ -647,8 +654,9 @@ async def test_fault_apply_then_502_keeps_the_write(
     assert len(app.inboxes) == 1
 
 
+@faulty
 async def test_fault_by_route_template_and_redirect(
-    app: RocketChatDouble, as_admin: httpx.AsyncClient
+    app: FaultyRocketChat, as_admin: httpx.AsyncClient
 ) -> None:
     app.inject("GET", f"{INBOX}/:_id", Fault.redirect("https://elsewhere.test/x"))
     response = await as_admin.get(f"{INBOX}/abc")
@@ -658,8 +666,9 @@ async def test_fault_by_route_template_and_redirect(
     )
 
 
+@faulty
 async def test_slow_fault_is_released_by_shutdown(
-    app: RocketChatDouble, as_admin: httpx.AsyncClient
+    app: FaultyRocketChat, as_admin: httpx.AsyncClient
 ) -> None:
     app.inject("GET", "/api/v1/me", Fault.slow(30))
     pending = asyncio.create_task(as_admin.get("/api/v1/me"))
@@ -671,8 +680,9 @@ async def test_slow_fault_is_released_by_shutdown(
     assert response.status_code == 503  # released, and nothing processed
 
 
+@faulty
 async def test_slow_fault_answers_normally_after_its_delay(
-    app: RocketChatDouble, as_admin: httpx.AsyncClient
+    app: FaultyRocketChat, as_admin: httpx.AsyncClient
 ) -> None:
     app.inject("GET", "/api/v1/me", Fault.slow(0.01))
     assert (await as_admin.get("/api/v1/me")).status_code == 200
@@ -707,7 +717,7 @@ async def test_bad_imap_password_self_disables_later(
 
 
 def test_reset_forgets_state() -> None:
-    app = RocketChatDouble(version="7.1.0")
+    app = FaultyRocketChat(version="7.1.0")
     app.add_admin()
     app.version = "6.0.0"
     app.inject("GET", "/api/info", Fault.error())

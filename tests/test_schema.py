@@ -18,10 +18,11 @@ from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
 from provision.cli import app
+from provision.commands.export import export_inboxes
 from provision.errors import ConfigError
-from provision.export import export_inboxes
 from provision.inbox import inbox_file_schema, load_inboxes
-from provision.rocketchat import TokenAuth, inbox_payload
+from provision.rocketchat.credentials import TokenAuth
+from provision.rocketchat.payload import inbox_payload
 from provision.sandbox.runner import running_sandbox
 
 runner = CliRunner()

@@ -34,12 +34,13 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from provision.cli import app
-from provision.probes import imap as imap_probe
-from provision.probes import smtp as smtp_probe
+from provision.probes.imap import session as imap_session
+from provision.probes.smtp import session as smtp_session
 from provision.sandbox.ca import SandboxCA
 from provision.sandbox.imapd import start_imap_server
-from provision.sandbox.rocketchat import Fault, RocketChatDouble, start_rocketchat
+from provision.sandbox.rocketchat import start_rocketchat
 from provision.sandbox.smtpd import start_smtp_server
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 USER = "support@example.com"
 SMTP_CANARY = "Canary-smtp-4f1e9b77"
@@ -84,7 +85,7 @@ class World:
     ca_file: Path
     inbox_file: Path
     rocketchat_url: str
-    rocketchat: RocketChatDouble
+    rocketchat: FaultyRocketChat
     env: dict[str, str]
     smtp_port: int
     imap_port: int
@@ -165,7 +166,7 @@ async def world(tmp_path: Path, sandbox_ca: SandboxCA, ca_file: Path) -> AsyncIt
     imap = await start_imap_server(
         implicit_tls=True, tls_context=context, user=USER, password=IMAP_CANARY
     )
-    double = RocketChatDouble()
+    double = FaultyRocketChat()
     admin = double.add_admin("canary-admin", token=TOKEN_CANARY)
     double.add_department("Support")
     rocketchat = await start_rocketchat(double)
@@ -280,8 +281,8 @@ async def test_check_wrong_passwords_and_probe_crashes(
     async def explode(*_: Any, **__: Any) -> None:
         raise RuntimeError(crash)
 
-    monkeypatch.setattr(smtp_probe._SmtpProbe, "_authenticate", explode)
-    monkeypatch.setattr(imap_probe._ImapRun, "_mailbox", explode)
+    monkeypatch.setattr(smtp_session.SmtpProbe, "_authenticate", explode)
+    monkeypatch.setattr(imap_session.ImapRun, "_mailbox", explode)
     crashed = await world.run("probe crash", ["check", str(world.inbox_file), "-v", *probe])
     crashed_json = await world.run(
         "probe crash --json", ["check", str(world.inbox_file), "--json", *probe]

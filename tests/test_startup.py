@@ -71,15 +71,27 @@ def one_inbox(tmp_path: Path) -> Path:
 def test_check_of_a_json_file_imports_only_what_it_needs(one_inbox: Path) -> None:
     modules = _imported("check", str(one_inbox), "--step-timeout", "2", cwd=one_inbox.parent)
     assert {"provision", "aiosmtplib", "aioimaplib"} <= _top(modules)  # it did run the probes
-    for heavy in ("pydantic", "pydantic_core", "httpx", "rich", "uvicorn", "aiosmtpd", "pymap"):
-        assert heavy not in _top(modules), heavy
-    assert not {m for m in modules if m.startswith(("provision.rocketchat", "provision.sandbox"))}
+    heavy = {"pydantic", "pydantic_core", "httpx", "rich", "uvicorn", "aiosmtpd", "pymap"}
+    # No YAML parser for a JSON file; no certificate parser when no certificate was seen.
+    heavy |= {"yaml", "cryptography", "trustme"}
+    assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
+    unused = ("rocketchat", "sandbox", "inbox.yaml_lines", "inbox.schema", "commands.set")
+    unused += ("render.junit", "render.github", "render.json", "render.progress")
+    assert not {m for m in modules if m.startswith(tuple(f"provision.{u}" for u in unused))}
 
 
 def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
     modules = _imported("--version", cwd=tmp_path)
-    for heavy in ("pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography"):
-        assert heavy not in _top(modules), heavy
+    heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}
+    assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
+    assert {m for m in modules if m.startswith("provision.")} <= {
+        "provision._lazy",
+        "provision._version",
+        "provision.cli",
+        "provision.cli_coerce",
+        "provision.errors",
+        "provision.results",
+    }
 
 
 runner = CliRunner()

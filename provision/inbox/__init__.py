@@ -12,8 +12,9 @@ loaded on first use, so importing ``provision.inbox.fields`` alone stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from provision._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from provision.inbox.load import LoadResult as LoadResult
@@ -29,11 +30,4 @@ _LAZY = {
 __all__ = ["LoadResult", "inbox_file_schema", "load_inboxes"]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562) and cache the name here."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provision.inbox' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from dataclasses import dataclass
 
 from provision.probes._steps import Recorder, StepTimeout
-from provision.results import FailureClass, Step
+from provision.probes.failure import ProbeFailed
+from provision.results import Failure, FailureClass, Step
 
-__all__ = ["ConnectFailure", "connect", "resolve"]
+__all__ = ["connect", "format_address", "resolve"]
 
 AddrInfo = tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]
 
@@ -24,19 +24,7 @@ _ROUTE_ERRNOS = frozenset(
 )
 
 
-# Not frozen: Python sets ``__traceback__`` on exceptions that pass through a
-# ``with`` block (contextlib), which a frozen dataclass refuses with FrozenInstanceError.
-@dataclass(eq=False)
-class ConnectFailure(Exception):
-    """Resolving or connecting failed; carries the class, message and hint."""
-
-    failure: FailureClass
-    message: str
-    hint: str
-    field: str
-
-
-def _fmt(sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> str:
+def format_address(sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> str:
     host, port = sockaddr[0], sockaddr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -45,7 +33,7 @@ async def resolve(rec: Recorder, host: str, port: int, *, prefix: str) -> list[A
     """Resolve ``host`` to every address, recorded as the ``resolve`` step.
 
     Raises:
-        ConnectFailure: the name does not resolve (class by ``gaierror`` code).
+        ProbeFailed: the name does not resolve (class by ``gaierror`` code).
     """
     loop = asyncio.get_running_loop()
     try:
@@ -58,29 +46,31 @@ async def resolve(rec: Recorder, host: str, port: int, *, prefix: str) -> list[A
                     seen.append(item)
             info.detail = ", ".join(str(a[1][0]) for a in seen)
     except socket.gaierror as exc:
-        raise _dns_failure(exc, host, prefix) from None
+        raise ProbeFailed(_dns_failure(exc, host, prefix)) from None
     except StepTimeout as exc:
         if exc.deadline:
-            raise ConnectFailure(
+            failure = Failure(
                 FailureClass.DEADLINE,
                 f"the overall deadline ran out while resolving {host}",
                 "raise the overall --timeout, or probe fewer inboxes at once",
                 f"{prefix}.server",
-            ) from None
-        raise ConnectFailure(
-            FailureClass.DNS_TEMPORARY,
-            f"resolving {host} did not finish within {exc.cap:.1f} s",
-            "the runner's DNS resolver is slow or unreachable; retry, or check its DNS setup",
-            f"{prefix}.server",
-        ) from None
+            )
+        else:
+            failure = Failure(
+                FailureClass.DNS_TEMPORARY,
+                f"resolving {host} did not finish within {exc.cap:.1f} s",
+                "the runner's DNS resolver is slow or unreachable; retry, or check its DNS setup",
+                f"{prefix}.server",
+            )
+        raise ProbeFailed(failure) from None
     return seen
 
 
-def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> ConnectFailure:
+def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> Failure:
     code = exc.errno
     field = f"{prefix}.server"
     if code == socket.EAI_AGAIN:
-        return ConnectFailure(
+        return Failure(
             FailureClass.DNS_TEMPORARY,
             f"temporary failure resolving {host} ({exc.strerror})",
             "the resolver did not answer; retry, or check the runner's DNS",
@@ -88,14 +78,14 @@ def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> ConnectFailure
         )
     no_data = {getattr(socket, n) for n in ("EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(socket, n)}
     if code in no_data:
-        return ConnectFailure(
+        return Failure(
             FailureClass.DNS_NO_ADDRESS,
             f"{host} exists but has no address record ({exc.strerror})",
             f"give the mail server's host name in {field}, not the mail domain "
             "(which may only have MX records)",
             field,
         )
-    return ConnectFailure(
+    return Failure(
         FailureClass.DNS_NOT_FOUND,
         f"{host} does not resolve ({exc.strerror})",
         f"check the spelling of {field}; internal names need the runner's internal DNS",
@@ -113,14 +103,14 @@ async def connect(
     peer's delayed ACK would stall small writes).
 
     Raises:
-        ConnectFailure: no address accepted; classified by the most telling error.
+        ProbeFailed: no address accepted; classified by the most telling error.
     """
     loop = asyncio.get_running_loop()
     errors: list[tuple[str, BaseException]] = []
     for family, sockaddr in addresses:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
-        addr = _fmt(sockaddr)
+        addr = format_address(sockaddr)
         try:
             async with rec.step(Step.CONNECT, address=addr) as info:
                 try:
@@ -134,17 +124,17 @@ async def connect(
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
-    raise _connect_failure(errors, host=host, port=port, prefix=prefix)
+    raise ProbeFailed(_connect_failure(errors, host=host, port=port, prefix=prefix))
 
 
 def _connect_failure(
     errors: list[tuple[str, BaseException]], *, host: str, port: int, prefix: str
-) -> ConnectFailure:
+) -> Failure:
     tried = ", ".join(addr for addr, _ in errors)
     refused = [a for a, e in errors if isinstance(e, ConnectionRefusedError)]
     timeouts = [a for a, e in errors if isinstance(e, StepTimeout)]
     if refused:
-        return ConnectFailure(
+        return Failure(
             FailureClass.PORT_CLOSED,
             f"connection refused by {', '.join(refused)} (tried {tried})",
             f"nothing listens on {host}:{port}; check {prefix}.port "
@@ -153,7 +143,7 @@ def _connect_failure(
         )
     if timeouts:
         deadline = any(isinstance(e, StepTimeout) and e.deadline for _, e in errors)
-        return ConnectFailure(
+        return Failure(
             FailureClass.DEADLINE if deadline else FailureClass.CONNECT_TIMEOUT,
             f"no answer to the connection attempt to {tried}",
             f"packets to {host}:{port} are dropped: a firewall or the provider's egress "
@@ -170,10 +160,10 @@ def _connect_failure(
             if v6_only
             else f"no network route from this runner to {host}"
         )
-        return ConnectFailure(
+        return Failure(
             FailureClass.ROUTE, f"cannot reach {host} ({detail})", hint, f"{prefix}.server"
         )
-    return ConnectFailure(
+    return Failure(
         FailureClass.RESET,
         f"connecting to {host}:{port} failed ({detail})",
         f"check {prefix}.server and {prefix}.port",

@@ -8,25 +8,15 @@ been seen to answer a refused SMTP AUTH with silence, windmill PR #10620).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from provision.results import FailureClass
+from provision.results import Failure, FailureClass
 
-__all__ = ["ProviderHint", "provider_hint", "provider_of"]
+__all__ = ["provider_failure", "provider_of"]
 
 _GOOGLE = re.compile(r"(^|\.)(gmail|googlemail|google)\.com\.?$", re.IGNORECASE)
 _MICROSOFT = re.compile(
     r"(^|\.)(office365|outlook|hotmail|live|office|microsoft)\.com\.?$", re.IGNORECASE
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderHint:
-    """A provider-specific diagnosis: the class to report and what to change."""
-
-    failure: FailureClass
-    hint: str
-    field: str
 
 
 def provider_of(host: str) -> str | None:
@@ -38,40 +28,45 @@ def provider_of(host: str) -> str | None:
     return None
 
 
-def provider_hint(
-    *, protocol: str, host: str, reply: str, timed_out: bool = False
-) -> ProviderHint | None:
+def provider_failure(
+    *, protocol: str, host: str, reply: str, message: str, timed_out: bool = False
+) -> Failure | None:
     """Diagnose a refused (or unanswered) login at a known provider.
 
     Args:
         protocol: ``"smtp"`` or ``"imap"`` (also the field prefix).
         host: the configured server name.
         reply: the server's reply text to the login (empty if none).
+        message: the failure's message (what the probe saw), kept as it is.
         timed_out: the login got no answer within its cap.
 
     Returns:
-        A hint, or ``None`` when the reply says nothing provider-specific.
+        The failure with the provider's class and hint, or ``None`` when the reply
+        says nothing provider-specific.
     """
     text = reply.lower()
     password = f"{protocol}.password"
     # Gmail's wording is the same wherever it is relayed from (Workspace SMTP relays too).
     if "application-specific password" in text or "5.7.9" in text:
-        return ProviderHint(
+        return Failure(
             FailureClass.APP_PASSWORD_REQUIRED,
+            message,
             "the account has 2-step verification: create an app password "
             f"(Google Account > Security > App passwords) and put it in {password}",
             password,
         )
     if "web browser" in text or "5.7.14" in text:
-        return ProviderHint(
+        return Failure(
             FailureClass.BASIC_AUTH_DISABLED,
+            message,
             "the provider wants an interactive sign-in first: sign in once in a browser "
             f"from this network, or use an app password in {password}",
             password,
         )
     if "5.7.139" in text or "smtpclientauthentication is disabled" in text:
-        return ProviderHint(
+        return Failure(
             FailureClass.BASIC_AUTH_DISABLED,
+            message,
             "SMTP AUTH is disabled for this Microsoft 365 mailbox or tenant: enable "
             "'Authenticated SMTP' for the mailbox "
             "(Set-CASMailbox -SmtpClientAuthenticationDisabled $false) or the tenant; "
@@ -79,8 +74,9 @@ def provider_hint(
             password,
         )
     if "basic authentication is disabled" in text:
-        return ProviderHint(
+        return Failure(
             FailureClass.BASIC_AUTH_DISABLED,
+            message,
             "the provider has basic authentication turned off and Rocket.Chat only sends "
             "a user name and password (no OAuth2): enable basic/legacy auth for this "
             "mailbox or use a mail server that accepts it",
@@ -89,15 +85,17 @@ def provider_hint(
     provider = provider_of(host)
     if provider == "microsoft":
         if "not connected" in text:
-            return ProviderHint(
+            return Failure(
                 FailureClass.MAILBOX,
+                message,
                 "the login worked but IMAP is disabled for this mailbox: enable IMAP for it "
                 "in the Microsoft 365 admin center",
                 "imap.username",
             )
         if timed_out or (protocol == "imap" and re.search(r"(login|authenticate) failed", text)):
-            return ProviderHint(
+            return Failure(
                 FailureClass.BASIC_AUTH_DISABLED,
+                message,
                 "Exchange Online refuses basic authentication for "
                 f"{protocol.upper()} (it answers a refused login with "
                 f"{'silence' if timed_out else 'a bare failure'}); Rocket.Chat has no OAuth2, "
@@ -106,8 +104,9 @@ def provider_hint(
                 password,
             )
     if provider == "google" and ("not accepted" in text or "invalid credentials" in text):
-        return ProviderHint(
+        return Failure(
             FailureClass.AUTH_FAILED,
+            message,
             "Gmail refuses the account password for SMTP/IMAP: turn on 2-step verification, "
             f"create an app password and put it in {password}"
             + ("; also enable IMAP in Gmail's settings" if protocol == "imap" else ""),

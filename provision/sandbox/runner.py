@@ -45,12 +45,16 @@ class Sandbox:
 
 
 @contextlib.asynccontextmanager
-async def running_sandbox(directory: Path | None = None) -> AsyncIterator[Sandbox]:
+async def running_sandbox(
+    directory: Path | None = None, *, double: RocketChatDouble | None = None
+) -> AsyncIterator[Sandbox]:
     """Start the sandbox servers, write its files, and stop everything on exit.
 
     Args:
         directory: where to write ``inboxes.yaml``, ``ca.pem`` and ``password``;
             a temporary directory (removed on exit) when ``None``.
+        double: the Rocket.Chat double to serve (tests pass one with fault injection);
+            a fresh one when ``None``.
     """
     with contextlib.ExitStack() as files:
         if directory is None:
@@ -72,7 +76,7 @@ async def running_sandbox(directory: Path | None = None) -> AsyncIterator[Sandbo
                 implicit_tls=True, tls_context=context, user=_USER, password=password
             )
             servers.push_async_callback(imap.close)
-            double = RocketChatDouble()
+            double = double if double is not None else RocketChatDouble()
             admin = double.add_admin("sandbox-admin")
             double.add_department("Support")
             rocketchat = await start_rocketchat(double)

@@ -1,6 +1,6 @@
 """``provision set``: probe, then create or update each inbox on Rocket.Chat, idempotently.
 
-Stages per inbox: validate (``provision.config``) -> probe (smtp, imap) -> submit ->
+Stages per inbox: validate (``provision.inbox``) -> probe (smtp, imap) -> submit ->
 verify. Only an inbox whose every probe passed (and, with ``--strict``, drew no
 warning) is sent to Rocket.Chat; the others get ``submit: skipped``. Each inbox is
 one ``POST /api/v1/email-inbox``, so nothing is ever half-written:
@@ -22,33 +22,15 @@ from typing import TYPE_CHECKING
 
 from provision.errors import ConfigError, ConfigProblem
 from provision.models import Inbox, ProbeOptions
-from provision.results import (
-    FailureClass,
-    Finding,
-    InboxResult,
-    Report,
-    Stage,
-    StageResult,
-    Status,
-)
+from provision.results import Action, FailureClass, InboxResult, Report, Stage, StageResult, Status
 
 if TYPE_CHECKING:
-    from provision.rocketchat import Credentials, RocketChat, RocketChatCallError
+    from provision.errors import RocketChatCallError
+    from provision.results import Finding
+    from provision.rocketchat.client import RocketChat
+    from provision.rocketchat.credentials import Credentials
 
-__all__ = ["Action", "SetOptions", "set_inboxes"]
-
-
-class Action:
-    """What ``set`` did (or, with ``dry_run``, would do) to an inbox."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    # dry run
-    CREATE = "create"
-    UPDATE = "update"
+__all__ = ["SetOptions", "mark_interrupted", "set_inboxes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +79,7 @@ async def set_inboxes(
         progress: a report to fill in as the run goes (so an interrupted run can
             still show what was written); a new one when ``None``.
         on_inbox_done: called with each inbox's result as soon as its probes finish
-            (passed to :func:`provision.pipeline.check`).
+            (as for :func:`provision.commands.check.check`).
 
     Returns:
         The report: stages smtp, imap, submit, verify per inbox, plus ``action``
@@ -107,8 +89,10 @@ async def set_inboxes(
         ConfigError: a department name is unknown or ambiguous, or the URL is refused
             (before any probe or write).
     """
-    from provision.pipeline import check, report_settings
-    from provision.rocketchat import RocketChatCallError, open_rocketchat
+    from provision.commands.check import probe_all, report_settings
+    from provision.errors import RocketChatCallError
+    from provision.rocketchat.client import open_rocketchat
+    from provision.rocketchat.transport import RocketChatOptions
 
     started = time.perf_counter()
     deadline = time.monotonic() + options.timeout
@@ -125,18 +109,19 @@ async def set_inboxes(
         async with open_rocketchat(
             target.server,
             target.credentials,
-            ca_file=options.ca_file,
-            allow_http=target.allow_http,
-            http_timeout=options.step_timeout,
+            RocketChatOptions(
+                step_timeout=options.step_timeout,
+                ca_file=options.ca_file,
+                allow_http=target.allow_http,
+            ),
             deadline=deadline,
         ) as rc:
             info = rc.info
             report.settings["rocketchat_version"] = info.version
             departments = await _resolve_departments(rc, inboxes)
-            probed = await check(
+            report.inboxes[:] = await probe_all(
                 inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done
             )
-            report.inboxes[:] = probed.inboxes
             gate = asyncio.Semaphore(max(1, target.write_concurrency))
 
             async def one(inbox: Inbox, result: InboxResult) -> None:
@@ -154,9 +139,18 @@ async def set_inboxes(
     return report
 
 
+def mark_interrupted(report: Report) -> None:
+    """Flag an interrupted run's report; an inbox whose write is not confirmed says so."""
+    report.settings["interrupted"] = True
+    for inbox in report.inboxes:
+        # Each inbox is one POST: it is either written or not; one in flight is unknown.
+        if inbox.action is None:
+            inbox.action = Action.INTERRUPTED
+
+
 async def _resolve_departments(rc: RocketChat, inboxes: Sequence[Inbox]) -> dict[str, str]:
     """Department ids by inbox address; names resolved through the Omnichannel API."""
-    from provision.rocketchat import RocketChatDepartmentError
+    from provision.errors import RocketChatDepartmentError
 
     resolved: dict[str, str] = {}
     cache: dict[str, str] = {}
@@ -192,7 +186,7 @@ async def _submit_and_verify(
     target: SetOptions,
     options: ProbeOptions,
 ) -> None:
-    from provision.rocketchat import RocketChatCallError
+    from provision.errors import RocketChatCallError
 
     submit = StageResult(stage=Stage.SUBMIT)
     verify = StageResult(stage=Stage.VERIFY)
@@ -201,7 +195,7 @@ async def _submit_and_verify(
         why = "a probe failed" if _probe_failed(result) else "a probe warned (--strict)"
         _skip(submit, f"not sent to Rocket.Chat: {why}")
         _skip(verify, "nothing was submitted")
-        result.extra.update(action=Action.SKIPPED, id=None)
+        result.action = Action.SKIPPED
         return
     started = time.perf_counter()
     try:
@@ -209,11 +203,11 @@ async def _submit_and_verify(
     except RocketChatCallError as exc:
         _rocketchat_failure(submit, exc)
         _skip(verify, "submit failed")
-        result.extra.update(action=Action.FAILED, id=None)
+        result.action = Action.FAILED
         return
     finally:
         submit.elapsed_ms = (time.perf_counter() - started) * 1000
-    result.extra.update(action=action, id=inbox_id)
+    result.action, result.inbox_id = action, inbox_id
     if target.dry_run or inbox_id is None:
         _skip(verify, "dry run: nothing was written")
         return
@@ -232,8 +226,8 @@ async def _submit(
     department_id: str | None,
     target: SetOptions,
     stage: StageResult,
-) -> tuple[str | None, str]:
-    from provision.rocketchat import (
+) -> tuple[str | None, Action]:
+    from provision.rocketchat.payload import (
         diff_inbox,
         inbox_payload,
         plan_body_for_create,
@@ -287,7 +281,7 @@ async def _verify(
     target: SetOptions,
     stage: StageResult,
 ) -> None:
-    from provision.rocketchat import diff_inbox, inbox_payload
+    from provision.rocketchat.payload import diff_inbox, inbox_payload
 
     wanted = inbox_payload(inbox, department_id=department_id)
     stored = await rc.get_inbox(inbox_id)
@@ -350,9 +344,7 @@ def _unreachable(report: Report, inboxes: Sequence[Inbox], exc: RocketChatCallEr
     by_email = {r.email: r for r in report.inboxes}
     report.inboxes[:] = []
     for inbox in inboxes:
-        result = by_email.get(inbox.email) or InboxResult(
-            name=inbox.name, email=inbox.email, file=inbox.source.file, line=inbox.source.line
-        )
+        result = by_email.get(inbox.email) or InboxResult.for_inbox(inbox)
         stages = {s.stage: s for s in result.stages}
         for probe in (Stage.SMTP, Stage.IMAP):
             if probe not in stages:
@@ -366,6 +358,6 @@ def _unreachable(report: Report, inboxes: Sequence[Inbox], exc: RocketChatCallEr
             verify = StageResult(stage=Stage.VERIFY)
             _skip(verify, "nothing was submitted")
             result.stages.append(verify)
-        result.extra.setdefault("action", Action.FAILED)
-        result.extra.setdefault("id", None)
+        if result.action is None:
+            result.action = Action.FAILED
         report.inboxes.append(result)

@@ -1,4 +1,4 @@
-"""Running probes over a batch: the library entry points behind ``provision check``.
+"""``provision check``: probe a batch of inboxes and return the report.
 
 Inboxes run concurrently under a semaphore (``ProbeOptions.concurrency``); the
 SMTP and IMAP probes of one inbox run concurrently; every step is capped and one
@@ -12,16 +12,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from provision.models import Inbox, ProbeOptions
-from provision.results import (
-    FailureClass,
-    Finding,
-    InboxResult,
-    Report,
-    Stage,
-    StageResult,
-)
+from provision.results import FailureClass, Finding, InboxResult, Report, Stage, StageResult
 
-__all__ = ["check", "probe_inbox", "report_settings"]
+__all__ = ["check", "probe_all", "probe_inbox", "report_settings"]
 
 #: Extra time past the deadline before a probe that ignored it is abandoned. Steps
 #: already stop at the deadline; this only guards against a library that does not.
@@ -46,9 +39,7 @@ async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -
     from provision.probes.imap import probe_imap
     from provision.probes.smtp import probe_smtp
 
-    result = InboxResult(
-        name=inbox.name, email=inbox.email, file=inbox.source.file, line=inbox.source.line
-    )
+    result = InboxResult.for_inbox(inbox)
     stages = await asyncio.gather(
         _guarded(Stage.SMTP, probe_smtp(inbox, options, deadline=deadline)),
         _guarded(Stage.IMAP, probe_imap(inbox, options, deadline=deadline)),
@@ -91,6 +82,22 @@ async def check(
     """
     options = options or ProbeOptions()
     started = time.perf_counter()
+    report = Report(command="check", strict=options.strict, settings=report_settings(options))
+    report.inboxes = await probe_all(
+        inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done
+    )
+    report.elapsed_ms = (time.perf_counter() - started) * 1000
+    return report
+
+
+async def probe_all(
+    inboxes: Sequence[Inbox],
+    options: ProbeOptions,
+    *,
+    input_warnings: Mapping[int, Sequence[Finding]] | None = None,
+    on_inbox_done: Callable[[InboxResult], None] | None = None,
+) -> list[InboxResult]:
+    """The probes of :func:`check` without the report: one result per inbox, input order."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + options.timeout
     gate = asyncio.Semaphore(max(1, options.concurrency))
@@ -105,7 +112,7 @@ async def check(
     tasks = [asyncio.ensure_future(one(inbox)) for inbox in inboxes]
     if tasks:
         await asyncio.wait(tasks, timeout=options.timeout + _GRACE)
-    report = Report(command="check", strict=options.strict, settings=report_settings(options))
+    results = []
     for index, (inbox, task) in enumerate(zip(inboxes, tasks, strict=True)):
         if task.done():
             result = task.result()
@@ -113,17 +120,14 @@ async def check(
             task.cancel()
             result = _abandoned(inbox, options)
         result.warnings.extend((input_warnings or {}).get(index, ()))
-        report.inboxes.append(result)
+        results.append(result)
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
-    report.elapsed_ms = (time.perf_counter() - started) * 1000
-    return report
+    return results
 
 
 def _abandoned(inbox: Inbox, options: ProbeOptions) -> InboxResult:
-    result = InboxResult(
-        name=inbox.name, email=inbox.email, file=inbox.source.file, line=inbox.source.line
-    )
+    result = InboxResult.for_inbox(inbox)
     for stage in (Stage.SMTP, Stage.IMAP):
         result.stages.append(
             StageResult(stage=stage).fail(

@@ -1,13 +1,12 @@
-"""Rendering a :class:`~provision.results.Report`: pure functions returning ``str``."""
+"""The report as text for a person: one block per inbox, a summary line, loosened checks."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from provision.results import Finding, InboxResult, Report, StageResult, Status
 
-__all__ = ["render_json", "render_text"]
+__all__ = ["render_text"]
 
 _MARK = {
     Status.PASSED: "ok",
@@ -22,11 +21,6 @@ _COLOR = {
     Status.SKIPPED: "\x1b[2m",
 }
 _RESET = "\x1b[0m"
-
-
-def render_json(report: Report) -> str:
-    """The report as JSON (``schema_version`` 1, documented in the README)."""
-    return json.dumps(report.to_json(), indent=2, sort_keys=False)
 
 
 def render_text(report: Report, *, color: bool = False) -> str:
@@ -54,10 +48,9 @@ def _inbox_lines(inbox: InboxResult, strict: bool, paint: Any) -> list[str]:
         lines.extend(_finding_lines(finding, "input", paint))
     for stage in inbox.stages:
         lines.extend(_stage_lines(stage, paint))
-    action = inbox.extra.get("action")
-    if action:
-        ident = inbox.extra.get("id")
-        lines.append(f"    => {action}" + (f" (id {ident})" if ident else ""))
+    if inbox.action:
+        ident = inbox.inbox_id
+        lines.append(f"    => {inbox.action}" + (f" (id {ident})" if ident else ""))
     return lines
 
 
@@ -125,9 +118,8 @@ def _summary(report: Report) -> str:
     detail = ", ".join(parts) if parts else "nothing to do"
     actions: dict[str, int] = {}
     for inbox in report.inboxes:
-        if inbox.extra.get("action"):
-            name = str(inbox.extra["action"])
-            actions[name] = actions.get(name, 0) + 1
+        if inbox.action:
+            actions[inbox.action] = actions.get(inbox.action, 0) + 1
     if actions:
         detail += " (" + ", ".join(f"{n} {a}" for a, n in actions.items()) + ")"
     return (

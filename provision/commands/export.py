@@ -31,7 +31,7 @@ from provision._version import __version__
 from provision.errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:
-    from provision.rocketchat import Credentials
+    from provision.rocketchat.credentials import Credentials
 
 __all__ = ["ExportResult", "PasswordReference", "export_inboxes", "render_inbox_file"]
 
@@ -142,11 +142,9 @@ async def export_inboxes(
         RocketChatCallError: Rocket.Chat failed (authentication, permission,
             transport, the deadline).
     """
-    from provision.rocketchat import (
-        RocketChatCallError,
-        RocketChatUnavailableError,
-        open_rocketchat,
-    )
+    from provision.errors import RocketChatCallError, RocketChatUnavailableError
+    from provision.rocketchat.client import open_rocketchat
+    from provision.rocketchat.transport import RocketChatOptions
 
     deadline = time.monotonic() + time_limit
     try:
@@ -154,9 +152,9 @@ async def export_inboxes(
             async with open_rocketchat(
                 server,
                 credentials,
-                ca_file=ca_file,
-                allow_http=allow_http,
-                http_timeout=http_timeout,
+                RocketChatOptions(
+                    step_timeout=http_timeout, ca_file=ca_file, allow_http=allow_http
+                ),
                 deadline=deadline,
             ) as rc:
                 stored = [

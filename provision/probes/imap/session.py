@@ -1,0 +1,559 @@
+"""The IMAP stage's steps, as node-imap takes them, and the credential-free second looks.
+
+Failures are decided by :mod:`.classify`; a step that fails raises
+:class:`~provision.probes.failure.ProbeFailed`, which ``probe_imap`` records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aioimaplib
+
+from provision import tls
+from provision.models import ImapSettings, ProbeOptions, Secret
+from provision.probes import _net
+from provision.probes._scrub import scrub
+from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
+from provision.probes.failure import ProbeFailed
+from provision.probes.imap.classify import (
+    RC_AUTH_TIMEOUT,
+    RC_CONNECT_TIMEOUT,
+    UNSENDABLE,
+    capabilities_in,
+    capability_code,
+    cert_finding,
+    classify_greeting,
+    closed_failure,
+    exists_in,
+    imap_date,
+    line_text,
+    login_disabled,
+    login_failure,
+    plaintext_finding,
+    read_only,
+    response_code,
+    search_failure,
+    search_hits,
+    select_failure,
+    service_of,
+    show_greeting,
+    slow_finding,
+    timeout_failure,
+    tls_hint,
+    unsendable_credentials,
+    wrong_service,
+)
+from provision.probes.imap.connection import (
+    Client,
+    Greeting,
+    GreetingProtocol,
+    ImapProtocol,
+    dial,
+    open_transport,
+    read_greeting,
+    settle,
+    shutdown,
+    wait_closed,
+)
+from provision.results import Failure, FailureClass, Step
+from provision.tls_failures import classify_tls_error
+
+__all__ = ["PLAN_PLAINTEXT", "PLAN_TLS", "ImapRun"]
+
+#: The plan printed for ``imap.secure: true`` (spec §3.2).
+PLAN_TLS = "implicit TLS, certificate not verified, no SNI (as node-imap)"
+#: The plan printed for ``imap.secure: false`` (spec §3.2).
+PLAN_PLAINTEXT = "plaintext, never STARTTLS (as node-imap)"
+
+
+@dataclass(frozen=True, slots=True)
+class _CertCheck:
+    """Outcome of the credential-free, verifying handshake."""
+
+    verified: bool
+    reason: str
+
+
+class ImapRun:
+    """One probe of one inbox's IMAP settings; each method is one step."""
+
+    def __init__(self, rec: Recorder, imap: ImapSettings, options: ProbeOptions) -> None:
+        self.rec = rec
+        self.imap = imap
+        self.options = options
+        self.facts = rec.result.facts
+        self.loop = asyncio.get_running_loop()
+        self.client: Client | None = None
+        self.sock: socket.socket | None = None
+        self.peer: tuple[int, Any] | None = None
+        self.cert_task: asyncio.Task[_CertCheck] | None = None
+        self.early_confirm: asyncio.Task[Greeting | None] | None = None
+        self.auth_clock = 0.0
+
+    # ---- flow
+
+    async def run(self) -> None:
+        imap = self.imap
+        self.facts["plan"] = PLAN_TLS if imap.secure else PLAN_PLAINTEXT
+        if not imap.secure:
+            self.rec.result.warn(plaintext_finding(imap))
+        else:  # for the certificate check; reading the CA store takes ~15 ms
+            tls.warm_probe_context(self.options.ca_file)
+        addresses = await _net.resolve(self.rec, imap.server, imap.port, prefix="imap")
+        started = self.loop.time()
+        self.sock = await _net.connect(
+            self.rec, addresses, host=imap.server, port=imap.port, prefix="imap"
+        )
+        try:
+            self.peer = (self.sock.family, self.sock.getpeername())
+        except OSError as exc:  # reset between accept and now
+            self.sock.close()
+            raise ProbeFailed(
+                Failure(
+                    FailureClass.RESET,
+                    f"the connection was reset right after it was accepted ({exc.strerror})",
+                    f"check imap.server and imap.port ({imap.port})",
+                    "imap.port",
+                )
+            ) from None
+        self.facts["address"] = _net.format_address(self.peer[1])
+        try:
+            await self._open()
+            self._check_time("connect", self.loop.time() - started, RC_CONNECT_TIMEOUT)
+            self.auth_clock = self.loop.time()
+            greeting = await self._greeting()
+            capabilities = await self._capabilities(greeting)
+            if greeting.preauth:
+                self.rec.skip(Step.AUTH, "PREAUTH: already authenticated, LOGIN not sent")
+            else:
+                await self._login(capabilities)
+            await self._mailbox()
+            await self._quit()
+        finally:
+            if self.early_confirm is not None and not self.early_confirm.done():
+                self.early_confirm.cancel()
+                await asyncio.wait({self.early_confirm})
+            await self._close()
+            await self._certificate_finding()
+
+    async def _open(self) -> None:
+        """Start aioimaplib on our socket; the ``tls`` step when ``secure``."""
+        assert self.sock is not None
+        ctx = tls.imap_context() if self.imap.secure else None
+        self.client = Client(self.sock, ctx)
+        if ctx is None:
+            await self.client.connected()
+            return
+        try:
+            async with self.rec.step(Step.TLS) as info:
+                await self.client.connected()
+                facts = tls.session_facts(self._transport().get_extra_info("ssl_object"))
+                info.detail = (
+                    f"{facts.get('version')} {facts.get('cipher')}, "
+                    "certificate not verified, no SNI"
+                )
+        except StepTimeout as exc:
+            raise ProbeFailed(self._timeout(exc)) from None
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise ProbeFailed(await self._tls_failure(exc)) from None
+        self.facts["tls"] = facts
+        self.cert_task = asyncio.create_task(self._check_certificate())
+
+    async def _greeting(self) -> Greeting:
+        proto = self._proto()
+        try:
+            async with self.rec.step(Step.GREETING) as info:
+                if self.imap.secure:
+                    greeting = await proto.greeting
+                else:
+                    greeting = await self._greeting_or_implicit_tls(proto.greeting)
+                info.detail = show_greeting(greeting, self.imap.password)
+                if not greeting.ok:
+                    raise _BadGreeting(greeting)
+        except _BadGreeting as bad:
+            raise ProbeFailed(await self._greeting_failure(bad.greeting)) from None
+        except StepTimeout as exc:
+            raise ProbeFailed(await self._greeting_timeout(exc, bytes(proto.buffer.data))) from None
+        self.facts["greeting"] = show_greeting(greeting, self.imap.password)
+        if greeting.preauth:
+            self.facts["preauth"] = True
+        return greeting
+
+    async def _greeting_or_implicit_tls(self, greeting: asyncio.Future[Greeting]) -> Greeting:
+        """Wait for the greeting; after a silence, ask the same port in TLS meanwhile.
+
+        A plaintext client on an implicit-TLS port waits forever (the server waits
+        for a ClientHello). Whichever answers first decides; if the step cap ends
+        the wait, the timeout's follow-up uses the check's answer.
+        """
+        done, _ = await asyncio.wait(
+            {greeting}, timeout=early_mode_check_after(self.options.step_timeout)
+        )
+        if done:
+            return greeting.result()
+        check = self.early_confirm = asyncio.create_task(self._confirm(secure=True))
+        pending: set[asyncio.Future[Any]] = {greeting, check}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if greeting.done():
+            return greeting.result()
+        confirm = check.result()
+        if confirm is not None and confirm.kind == "line":
+            raise ProbeFailed(
+                self._mismatch(
+                    FailureClass.PLAINTEXT_ON_TLS_PORT,
+                    "no greeting in plaintext, while a TLS client was greeted",
+                    confirm,
+                    in_tls=True,
+                )
+            )
+        return await greeting
+
+    async def _capabilities(self, greeting: Greeting) -> list[str]:
+        """CAPABILITY, unless the greeting carried it (RFC 3501 §7.1 response code)."""
+        caps = capability_code(line_text(greeting.data))
+        try:
+            async with self.rec.step(Step.CAPABILITIES) as info:
+                if caps is None:
+                    caps = await self._capability_command()
+                    info.detail = "CAPABILITY"
+                else:
+                    info.detail = "from the greeting"
+        except StepTimeout as exc:
+            raise ProbeFailed(self._timeout(exc)) from None
+        self.facts["capabilities"] = caps
+        self.facts["idle"] = "IDLE" in caps
+        return caps
+
+    async def _login(self, capabilities: list[str]) -> None:
+        """LOGIN with quoted user and password, as node-imap (never AUTHENTICATE)."""
+        imap = self.imap
+        if "LOGINDISABLED" in capabilities:
+            # RFC 3501 §6.2.3: a client MUST NOT send LOGIN while LOGINDISABLED is
+            # advertised; node-imap stops with "Logging in is disabled on this server".
+            self.rec.skip(Step.AUTH, "LOGINDISABLED advertised: LOGIN not sent")
+            raise ProbeFailed(login_disabled(imap))
+        if UNSENDABLE.search(imap.username) or UNSENDABLE.search(imap.password.reveal()):
+            self.rec.skip(Step.AUTH, "credentials contain CR, LF or NUL: LOGIN not sent")
+            raise ProbeFailed(unsendable_credentials())
+        command = aioimaplib.Command(
+            "LOGIN",
+            self._proto().new_tag(),
+            aioimaplib.quoted(imap.username),
+            aioimaplib.quoted(imap.password.reveal()),
+            loop=self.loop,
+        )
+        try:
+            async with self.rec.step(Step.AUTH) as info:
+                response = await self._command(command, Step.AUTH, masked=imap.password)
+                info.detail = f"{response.result} {self._reply(response)}"
+                if response.result != "OK":
+                    raise ProbeFailed(login_failure(response.result, response.lines, imap))
+                self._proto().state = aioimaplib.AUTH
+                self._check_time("auth", self.loop.time() - self.auth_clock, RC_AUTH_TIMEOUT)
+                await self._after_login(response.lines)
+        except StepTimeout as exc:
+            raise ProbeFailed(self._timeout(exc)) from None
+
+    async def _after_login(self, lines: Sequence[bytes]) -> None:
+        """Post-login capabilities, as node-imap fetches them when LOGIN's reply lacks them."""
+        caps = capabilities_in(lines)
+        if caps is None:
+            caps = await self._capability_command()
+        self.facts["capabilities_after_login"] = caps
+        self.facts["idle"] = "IDLE" in caps
+
+    async def _mailbox(self) -> None:
+        """``SELECT "INBOX"`` read-write, then ``SEARCH UNSEEN SINCE <today>`` (spec §3.2)."""
+        since = imap_date(dt.date.today())
+        try:
+            async with self.rec.step(Step.MAILBOX) as info:
+                select = await self._command(
+                    self._new("SELECT", aioimaplib.quoted("INBOX")), Step.MAILBOX
+                )
+                if select.result != "OK":
+                    raise ProbeFailed(select_failure(select.result, select.lines, self.imap))
+                if response_code(line_text(select.lines[-1])) == "READ-ONLY":
+                    raise ProbeFailed(read_only(self._reply(select)))
+                self._proto().state = aioimaplib.SELECTED
+                exists = exists_in(select.lines)
+                if exists is not None:
+                    self.facts["exists"] = exists
+                # node-imap's search: no CHARSET for ASCII criteria, day not zero-padded.
+                search = await self._command(
+                    self._new("SEARCH", "UNSEEN", "SINCE", since), Step.MAILBOX
+                )
+                if search.result != "OK":
+                    raise ProbeFailed(search_failure(search.result, self._reply(search), since))
+                unseen = search_hits(search.lines)
+                self.facts["unseen"] = unseen
+                info.detail = (
+                    f"INBOX read-write, {exists if exists is not None else '?'} messages, "
+                    f"{unseen} unseen since {since}"
+                )
+        except StepTimeout as exc:
+            raise ProbeFailed(self._timeout(exc)) from None
+
+    async def _quit(self) -> None:
+        """LOGOUT, then wait for the server to close (RFC 3501 §6.1.3).
+
+        A server that does not answer here does not fail the stage: Rocket.Chat never
+        logs out, and everything it needs has been checked.
+        """
+        try:
+            async with self.rec.step(Step.QUIT) as info:
+                try:
+                    response = await self._command(self._new("LOGOUT"), Step.QUIT)
+                    info.detail = f"LOGOUT {response.result}"
+                except ProbeFailed:
+                    info.detail = "closed by the server before LOGOUT was confirmed"
+                if not await wait_closed(self._proto().closed):
+                    info.detail = f"{info.detail}; the server kept the connection open"
+        except StepTimeout:
+            pass
+
+    async def _close(self) -> None:
+        """Close the connection and wait until it is gone (no ResourceWarning)."""
+        if self.client is None:
+            if self.sock is not None:
+                self.sock.close()
+            return
+        if self._proto().transport is not None:
+            await shutdown(self._transport(), self._proto().closed)
+        elif self.sock is not None:
+            await settle(self.sock)
+
+    # ---- commands
+
+    def _proto(self) -> ImapProtocol:
+        assert self.client is not None
+        proto: ImapProtocol = self.client.protocol
+        return proto
+
+    def _transport(self) -> asyncio.Transport:
+        transport: asyncio.Transport = self._proto().transport
+        return transport
+
+    def _new(self, name: str, *args: str) -> Any:
+        return aioimaplib.Command(name, self._proto().new_tag(), *args, loop=self.loop)
+
+    def _reply(self, response: Any) -> str:
+        lines: list[bytes] = list(response.lines)
+        return scrub(line_text(lines[-1]) if lines else "", self.imap.password)
+
+    async def _command(self, command: Any, step: Step, *, masked: Secret | None = None) -> Any:
+        """Send one command and wait for its tagged reply, or for the connection to end.
+
+        Raises:
+            ProbeFailed: the connection closed or the reply could not be parsed.
+        """
+        proto = self._proto()
+        if proto.closed.done():
+            raise ProbeFailed(closed_failure(step, self.imap, lines=[], error=proto.error))
+        # aioimaplib masks ``scrub`` in its "Sending" debug line: give it the escaped
+        # form that is actually on the wire.
+        mask = aioimaplib.quoted(masked.reveal())[1:-1] if masked else None
+        task = asyncio.ensure_future(proto.execute(command, scrub=mask))
+        try:
+            await asyncio.wait({task, proto.closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            lines = [bytes(line) for line in command.response.lines]
+            raise ProbeFailed(closed_failure(step, self.imap, lines=lines, error=proto.error))
+        return task.result()
+
+    async def _capability_command(self) -> list[str]:
+        response = await self._command(self._new("CAPABILITY"), Step.CAPABILITIES)
+        if response.result != "OK":
+            raise ProbeFailed(
+                Failure(
+                    FailureClass.PROTOCOL_ERROR,
+                    f"CAPABILITY refused: {response.result} {self._reply(response)}",
+                    "the server does not behave like an IMAP server; check imap.port",
+                    "imap.port",
+                )
+            )
+        return capabilities_in(response.lines, untagged_bare=True) or []
+
+    # ---- diagnostics on second connections
+
+    async def _confirm(self, *, secure: bool) -> Greeting | None:
+        """Read the greeting in the other TLS mode, without credentials; ``None`` if none."""
+        cap = min(self.options.step_timeout, self.rec.remaining())
+        if self.peer is None or cap <= 0:
+            return None
+        try:
+            async with asyncio.timeout(cap):
+                return await read_greeting(*self.peer, secure=secure)
+        except (TimeoutError, OSError):
+            return None
+
+    async def _check_certificate(self) -> _CertCheck:
+        """A second handshake with verification on and SNI = ``imap.server``."""
+        assert self.peer is not None
+        cap = min(self.options.step_timeout, self.rec.remaining())
+        try:
+            async with asyncio.timeout(max(cap, 0.0)):
+                ctx = await tls.probe_context(self.options.ca_file)
+                sock = await dial(*self.peer)
+                transport, proto = await open_transport(
+                    sock, lambda: GreetingProtocol(self.loop), ctx, self.imap.server
+                )
+                assert isinstance(proto, GreetingProtocol)
+                await shutdown(transport, proto.closed)
+        except TimeoutError:
+            return _CertCheck(False, f"the verifying handshake got no answer within {cap:.1f} s")
+        except OSError as exc:
+            failure = classify_tls_error(exc, server=self.imap.server)
+            reason = failure.message if failure else f"the verifying handshake failed ({exc})"
+            return _CertCheck(False, reason)
+        trust = "the system store" + (" and --ca-file" if self.options.ca_file else "")
+        return _CertCheck(True, f"verified against {trust}")
+
+    async def _certificate_finding(self) -> None:
+        task, self.cert_task = self.cert_task, None
+        if task is None:
+            return
+        current = asyncio.current_task()
+        if current is not None and current.cancelling() and not task.done():
+            task.cancel()  # the whole probe is being abandoned: do not wait for the check
+            await asyncio.wait({task})
+            return
+        check = await task
+        self.facts["certificate_verified"] = check.verified
+        self.facts["certificate_check"] = check.reason
+        if not check.verified:
+            self.rec.result.warn(
+                cert_finding(self.imap, check.reason, self.facts.get("tls", {}), self.options)
+            )
+
+    # ---- classification that needs the network (mismatch confirmation)
+
+    async def _tls_failure(self, exc: OSError) -> Failure:
+        imap = self.imap
+        failure = classify_tls_error(exc, server=imap.server)
+        if failure is None:
+            return Failure(
+                FailureClass.RESET,
+                "the connection failed during the TLS handshake "
+                f"({exc.strerror or str(exc) or type(exc).__name__})",
+                f"check imap.server and imap.port ({imap.port}); port 993 speaks TLS",
+                "imap.port",
+            )
+        if failure.cls is not FailureClass.TLS_ON_PLAINTEXT_PORT:
+            return Failure(failure.cls, failure.message, tls_hint(failure.cls), "imap.port")
+        confirm = await self._confirm(secure=False)
+        return self._mismatch(
+            FailureClass.TLS_ON_PLAINTEXT_PORT, failure.message, confirm, in_tls=False
+        )
+
+    async def _greeting_failure(self, greeting: Greeting) -> Failure:
+        imap = self.imap
+        if greeting.kind == "tls-record" and not imap.secure:
+            confirm = await self._confirm(secure=True)
+            text = "the server answered with a TLS record instead of an IMAP greeting"
+            return self._mismatch(FailureClass.PLAINTEXT_ON_TLS_PORT, text, confirm, in_tls=True)
+        if greeting.kind == "closed" and not greeting.data and not imap.secure:
+            confirm = await self._confirm(secure=True)
+            if confirm is not None and confirm.kind == "line":
+                text = "the server closed the connection without a greeting"
+                return self._mismatch(
+                    FailureClass.PLAINTEXT_ON_TLS_PORT, text, confirm, in_tls=True
+                )
+        return classify_greeting(greeting, imap)
+
+    async def _greeting_timeout(self, exc: StepTimeout, partial: bytes) -> Failure:
+        imap = self.imap
+        if exc.deadline:
+            return self._timeout(exc)
+        if partial:
+            shown = scrub(partial.decode("utf-8", "replace"), imap.password, limit=80)
+            return Failure(
+                FailureClass.PROTOCOL_ERROR,
+                f"the greeting never ended: {len(partial)} bytes without a line end within "
+                f"{exc.cap:.1f} s ('{shown}')",
+                f"this is not an IMAP server; check imap.server and imap.port ({imap.port})",
+                "imap.port",
+            )
+        if not imap.secure:
+            # Plaintext to an implicit-TLS port hangs: the server waits for a ClientHello
+            # (probe-anchors.md §3 row 9). Confirm with TLS before saying so.
+            if self.early_confirm is not None:
+                confirm = await self.early_confirm
+            else:
+                confirm = await self._confirm(secure=True)
+            if confirm is not None and confirm.kind == "line":
+                text = f"no greeting within {exc.cap:.1f} s in plaintext"
+                return self._mismatch(
+                    FailureClass.PLAINTEXT_ON_TLS_PORT, text, confirm, in_tls=True
+                )
+        return Failure(
+            FailureClass.SLOW_GREETING,
+            f"the server accepted the connection but sent no greeting within {exc.cap:.1f} s"
+            + ("" if imap.secure else " (and none over TLS either)"),
+            "the server is overloaded or this port is not IMAP; Rocket.Chat gives up 5 s "
+            f"after connecting: check imap.server and imap.port ({imap.port})",
+            "imap.port",
+        )
+
+    def _mismatch(
+        self, failure: FailureClass, text: str, confirm: Greeting | None, *, in_tls: bool
+    ) -> Failure:
+        """A TLS-mode mismatch, confirmed (or not) by a greeting in the other mode."""
+        imap = self.imap
+        mode = "implicit-tls" if in_tls else "plaintext"
+        if confirm is not None and confirm.ok:
+            self.facts["confirmed_mode"] = mode
+            shown = show_greeting(confirm, imap.password)
+            if in_tls:
+                hint = f"port {imap.port} speaks TLS from the first byte: set imap.secure: true"
+            else:
+                hint = (
+                    f"port {imap.port} speaks plaintext: set imap.secure: false "
+                    "(or better use 993 with secure: true)"
+                )
+            how = "over TLS" if in_tls else "in plaintext"
+            return Failure(failure, f"{text}; {how} it greets with '{shown}'", hint, "imap.secure")
+        if confirm is not None and confirm.kind == "line":
+            service = service_of(confirm.data)
+            if service is not None:
+                self.facts["confirmed_mode"] = mode
+                return wrong_service(service, confirm, imap, how="over TLS" if in_tls else "")
+        self.facts["confirmed_mode"] = None
+        other = "TLS" if in_tls else "plaintext"
+        if in_tls:
+            hint = (
+                f"port {imap.port} seems to expect TLS (a {other} retry was not answered); "
+                "use imap.secure: true with port 993"
+            )
+        else:
+            hint = (
+                f"port {imap.port} does not speak TLS (a {other} retry was not answered); "
+                "use port 993 with imap.secure: true"
+            )
+        return Failure(failure, text, hint, "imap.secure")
+
+    # ---- classification helpers bound to this run
+
+    def _timeout(self, exc: StepTimeout) -> Failure:
+        return timeout_failure(exc, self.imap)
+
+    def _check_time(self, what: str, elapsed: float, limit: float) -> None:
+        if elapsed > limit:
+            self.rec.result.warn(slow_finding(what, elapsed, limit))
+
+
+class _BadGreeting(Exception):
+    """The first line is not an IMAP greeting; classified after the step is recorded."""
+
+    def __init__(self, greeting: Greeting) -> None:
+        super().__init__(greeting.kind)
+        self.greeting = greeting

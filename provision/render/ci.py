@@ -1,0 +1,185 @@
+"""What a CI run writes besides the report: JUnit, GitHub annotations and summary, progress.
+
+:class:`CiOutputs` reads the environment, checks the ``--junit`` path before any probe
+runs, shows progress on a terminal and writes everything at the end. The renderers it
+calls are imported only when their output is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from provision.errors import ConfigError, ConfigProblem
+from provision.results import InboxResult, Report
+
+if TYPE_CHECKING:
+    from provision.models import Inbox
+    from provision.render.github import Annotation
+    from provision.render.progress import Progress
+
+__all__ = ["CiOutputs", "check_junit_path"]
+
+
+def check_junit_path(path: Path) -> str | None:
+    """Why a JUnit report cannot be written to ``path``, or ``None`` if it can."""
+    if path.is_dir():
+        return "it is a directory"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"the directory {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the directory {parent} is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    return None
+
+
+@dataclass(slots=True, kw_only=True)
+class CiOutputs:
+    """What a CI run writes besides the report, decided from options and environment.
+
+    Attributes:
+        command: ``check`` or ``set``.
+        junit: where to write JUnit XML (``--junit``), or ``None``.
+        github: running under GitHub Actions (``GITHUB_ACTIONS=true``): annotations.
+        summary: the ``$GITHUB_STEP_SUMMARY`` file to append to, or ``None``.
+        workspace: ``$GITHUB_WORKSPACE``; annotation paths are made relative to it.
+        stream: where annotations and progress go (standard error).
+        tty: show progress (``stream`` is a terminal).
+    """
+
+    command: str
+    junit: Path | None = None
+    github: bool = False
+    summary: Path | None = None
+    workspace: str | None = None
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    tty: bool = False
+    inboxes: list[Inbox] = field(default_factory=list)
+    progress: Progress | None = None
+
+    @classmethod
+    def from_environ(
+        cls,
+        command: str,
+        junit: Path | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        stream: TextIO | None = None,
+    ) -> CiOutputs:
+        """Read ``GITHUB_*`` from ``environ`` and check ``junit`` before anything runs.
+
+        Raises:
+            ConfigError: ``junit`` cannot be written (missing or read-only directory).
+        """
+        environ = os.environ if environ is None else environ
+        stream = sys.stderr if stream is None else stream
+        if junit is not None:
+            reason = check_junit_path(junit)
+            if reason:
+                raise ConfigError(
+                    [ConfigProblem(f"cannot write the JUnit report: {reason}", file=str(junit))]
+                )
+        github = environ.get("GITHUB_ACTIONS") == "true"
+        summary = environ.get("GITHUB_STEP_SUMMARY") if github else None
+        return cls(
+            command=command,
+            junit=junit,
+            github=github,
+            summary=Path(summary) if summary else None,
+            workspace=environ.get("GITHUB_WORKSPACE") or None,
+            stream=stream,
+            tty=_is_tty(stream),
+        )
+
+    def started(self, inboxes: Sequence[Inbox]) -> Callable[[InboxResult], None] | None:
+        """Remember the inboxes (for field lines); the progress callback, if one is shown."""
+        self.inboxes = list(inboxes)
+        if not self.tty or len(self.inboxes) < 2:
+            return None
+        after = "submitting to Rocket.Chat..." if self.command == "set" else None
+        from provision.render.progress import Progress
+
+        self.progress = Progress(len(self.inboxes), self.stream, after=after)
+        self.progress.start()
+        return self.progress
+
+    def finish(self, report: Report) -> str | None:
+        """Erase progress; write annotations, the step summary and JUnit.
+
+        Returns:
+            Why the JUnit report could not be written, or ``None``. A step summary that
+            cannot be written draws a warning annotation only (nobody asked for it).
+        """
+        if self.progress is not None:
+            self.progress.close()
+        if self.github:
+            from provision.render import github
+
+            self._annotate(
+                github.report_annotations(report, self.inboxes, workspace=self.workspace)
+            )
+            self._append_summary(github.render_summary(report, self.inboxes))
+        if self.junit is not None:
+            from provision.render.junit import render_junit
+
+            return self._write_junit(render_junit(report, self.inboxes))
+        return None
+
+    def failed_input(self, problems: Sequence[ConfigProblem]) -> str | None:
+        """The run stopped on bad input: annotate, summarise and write JUnit for that."""
+        if self.progress is not None:
+            self.progress.close()
+        if self.github:
+            from provision.render import github
+
+            self._annotate(github.problem_annotations(problems, workspace=self.workspace))
+            self._append_summary(github.render_problems_summary(self.command, problems))
+        if self.junit is not None:
+            from provision.render.junit import render_problems_junit
+
+            return self._write_junit(render_problems_junit(self.command, problems))
+        return None
+
+    def _annotate(self, annotations: Sequence[Annotation]) -> None:
+        from provision.render.github import render_annotations
+
+        text = render_annotations(annotations)
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def _append_summary(self, markdown: str) -> None:
+        if self.summary is None:
+            return
+        try:
+            with self.summary.open("a", encoding="utf-8") as handle:
+                handle.write(markdown + "\n")
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            from provision.render.github import Annotation
+
+            self._annotate(
+                [Annotation("warning", f"cannot append to $GITHUB_STEP_SUMMARY: {reason}")]
+            )
+
+    def _write_junit(self, xml: str) -> str | None:
+        assert self.junit is not None
+        try:
+            self.junit.write_text(xml, encoding="utf-8")
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            return f"{self.junit}: cannot write the JUnit report: {reason}"
+        return None
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
