@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -275,3 +276,64 @@ async def test_the_search_stops_at_the_deadline(sandbox_ca: SandboxCA, ca_file: 
 def test_an_address_without_a_domain_is_refused_before_any_lookup() -> None:
     with pytest.raises(ValueError, match="not an email address"):
         asyncio.run(search("support"))
+
+
+async def test_cli_logs_in_writes_the_file_and_reports_json(
+    sandbox_ca: SandboxCA, ca_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from provision.cli import app
+
+    monkeypatch.setenv("DISCOVER_PASSWORD", PASSWORD)
+    runner = CliRunner()
+    async with mail_servers(sandbox_ca) as ports:
+        zone = (
+            Zone()
+            .add("_submissions._tcp.example.test", "SRV", f"0 1 {ports.smtp_implicit} localhost.")
+            .add("_imaps._tcp.example.test", "SRV", f"0 1 {ports.imap_implicit} localhost.")
+            .add("localhost", "A", "127.0.0.1")
+        )
+        async with running_dns(zone) as dns:
+            base = [
+                "discover", USER, "--nameserver", dns.nameserver, "--ca-file", str(ca_file),
+                "--step-timeout", "3", "--timeout", "20", "--password-from", "DISCOVER_PASSWORD",
+            ]  # fmt: skip
+            out = tmp_path / "inbox.yaml"
+            written = await asyncio.to_thread(runner.invoke, app, [*base, "-o", str(out)])
+            as_json = await asyncio.to_thread(runner.invoke, app, [*base, "--json"])
+            wrong = await asyncio.to_thread(
+                runner.invoke, app, [*base, "--json"], env={"DISCOVER_PASSWORD": "wrong"}
+            )
+            checked = await asyncio.to_thread(
+                runner.invoke, app, ["check", str(out), "--ca-file", str(ca_file)]
+            )
+    assert written.exit_code == 0, written.output
+    assert "login with the password: passed" in written.stderr
+    assert f"localhost:{ports.smtp_implicit}" in written.stderr
+    assert "${DISCOVER_PASSWORD}" in out.read_text()
+    assert checked.exit_code == 0, checked.output
+    doc = json.loads(as_json.stdout)
+    assert (doc["command"], doc["exit_code"], doc["login"]["ok"]) == ("discover", 0, True)
+    assert [c["origin"] for c in doc["candidates"]][:2] == ["srv", "srv"]
+    assert json.loads(wrong.stdout)["exit_code"] == 14  # authentication, as check says
+    for result in (written, as_json, wrong):
+        assert PASSWORD not in result.output
+
+
+async def test_cli_nothing_usable_is_exit_17_and_a_bad_nameserver_is_usage() -> None:
+    from typer.testing import CliRunner
+
+    from provision.cli import app
+
+    runner = CliRunner()
+    async with running_dns(Zone().add("example.test", "MX", "10 mx.example.test.")) as dns:
+        nothing = await asyncio.to_thread(
+            runner.invoke, app, ["discover", USER, "--nameserver", dns.nameserver, "--json"]
+        )
+    bad = runner.invoke(app, ["discover", USER, "--nameserver", "dns.example"])
+    assert nothing.exit_code == 17, nothing.output
+    assert json.loads(nothing.stdout)["inbox_file"] is None
+    assert "nothing usable" in nothing.stderr
+    assert bad.exit_code == 2
+    assert "not an IP address" in bad.stderr
