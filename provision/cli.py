@@ -72,7 +72,8 @@ def _root(
 
     Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
     13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
-    16 transient (4xx, throttling, timeouts), 20 Rocket.Chat API.
+    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable,
+    20 Rocket.Chat API.
     """
 
 
@@ -272,6 +273,109 @@ async def _set(
             progress=progress,
             on_inbox_done=ci.started(loaded.inboxes),
         )
+
+
+@app.command(name="discover", cls=FastCommand)
+def discover_command(
+    address: Annotated[str, typer.Argument(help="The inbox address, e.g. support@example.com.")],
+    username: Annotated[
+        str | None,
+        typer.Option(
+            "--username", metavar="U", help="Login name (default: the address).", show_default=False
+        ),
+    ] = None,
+    password_from: Annotated[
+        str | None,
+        typer.Option(
+            "--password-from",
+            metavar="VAR|file:PATH",
+            help="Where the password is: an environment variable or file:PATH. Written into "
+            "the file as ${VAR} / ${file:PATH}; given, the best servers are logged into.",
+            show_default=False,
+        ),
+    ] = None,
+    ca_file: CaFileOpt = None,
+    nameserver: Annotated[
+        str | None,
+        typer.Option(
+            "--nameserver",
+            metavar="IP[:PORT]",
+            help="Send every DNS query to this server.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="Write the inbox file to FILE.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    step_timeout: StepTimeoutOpt = 10.0,
+    ehlo_name: EhloOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Find an address's SMTP and IMAP servers (SRV, autoconfig, MX, usual names) and
+    write an inbox file with Rocket.Chat's secure values; candidates on stderr."""
+    _setup_logging(verbose)
+    from provision.discover.dns import parse_nameserver
+    from provision.discover.inboxfile import password_reference
+    from provision.discover.search import SearchOptions
+
+    try:
+        server = parse_nameserver(nameserver) if nameserver else None
+        password_reference(password_from)
+    except ValueError as exc:
+        _usage_error(str(exc), json_output)
+    if "@" not in address.strip("@"):
+        _usage_error(f"{address!r} is not an email address (local@domain)", json_output)
+    options = SearchOptions(
+        step_timeout=step_timeout,
+        timeout=timeout,
+        nameserver=server,
+        ca_file=_check_ca_file(ca_file),
+        ehlo_name=ehlo_name,
+    )
+    import asyncio
+
+    from provision.commands.discover import discover
+    from provision.render.discover import render_discover_json, render_discover_table
+
+    try:
+        result = asyncio.run(
+            discover(
+                address,
+                options,
+                username=username,
+                password_from=password_from,
+                login=password_from is not None,
+            )
+        )
+    except ValueError as exc:
+        _usage_error(str(exc), json_output)
+    except ConfigError as exc:
+        _config_error(exc.problems, json_output)
+    typer.echo(render_discover_table(result), err=True)
+    if result.login is not None and not result.login.ok:
+        from provision.render.text import render_text
+
+        typer.echo(render_text(result.login, color=False), err=True)
+    if json_output:
+        typer.echo(render_discover_json(result))
+    elif result.inbox_file is not None:
+        if output is None:
+            typer.echo(result.inbox_file, nl=False)
+        else:
+            try:
+                output.write_text(result.inbox_file)
+            except OSError as exc:
+                _usage_error(f"cannot write {output}: {exc.strerror or exc}", json_output)
+    raise typer.Exit(int(result.exit_code))
 
 
 @app.command(name="sandbox", cls=FastCommand)

@@ -105,6 +105,7 @@ class ExitCode(IntEnum):
     AUTH = 14
     MAILBOX = 15
     TRANSIENT = 16
+    NOTHING_FOUND = 17  #: ``discover``: no usable SMTP or no usable IMAP server
     ROCKETCHAT = 20
 
 

@@ -21,6 +21,7 @@ LAYERS = {
     "probes": 3,
     "rocketchat": 3,
     "sandbox": 3,
+    "discover": 3,
     "commands": 4,
     "render": 4,
     "cli_coerce": 5,
