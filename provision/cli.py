@@ -23,8 +23,11 @@ from provision.cli_coerce import FastCommand, FastGroup
 from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
+    EhloOpt,
+    JsonOpt,
     Run,
     ServerOpt,
+    StepTimeoutOpt,
     TimeoutOpt,
     TwoFactorOpt,
     VerboseOpt,
