@@ -34,6 +34,7 @@ __all__ = [
     "Finding",
     "InboxResult",
     "Report",
+    "RocketChatState",
     "Stage",
     "StageResult",
     "Status",
@@ -335,12 +336,31 @@ class StageResult:
         }
 
 
+@dataclass(frozen=True)
+class RocketChatState:
+    """What Rocket.Chat says of a stored inbox (``audit``)."""
+
+    inbox_id: str
+    active: bool
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.inbox_id,
+            "active": self.active,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
 @dataclass(slots=True, kw_only=True)
 class InboxResult:
     """Everything found for one inbox, stages in run order (smtp before imap).
 
     ``action`` and ``inbox_id`` are ``set``'s: what it did and the Rocket.Chat id
     (``None`` when nothing is stored or it is not known); ``check`` leaves them unset.
+    ``rocketchat`` is ``audit``'s: the stored inbox's state, shown only when set.
     """
 
     name: str
@@ -351,6 +371,7 @@ class InboxResult:
     warnings: list[Finding] = dataclasses.field(default_factory=list)
     action: Action | None = None
     inbox_id: str | None = None
+    rocketchat: RocketChatState | None = None
 
     @classmethod
     def for_inbox(cls, inbox: Inbox) -> InboxResult:
@@ -365,11 +386,14 @@ class InboxResult:
 
         An inbox interrupted before its write has an action but no id.
         """
+        out: dict[str, Any] = {}
+        if self.rocketchat is not None:
+            out["rocketchat"] = self.rocketchat.to_json()
         if self.action is None:
-            return {}
+            return out
         if self.action is Action.INTERRUPTED:
-            return {"action": self.action}
-        return {"action": self.action, "id": self.inbox_id}
+            return {**out, "action": self.action}
+        return {**out, "action": self.action, "id": self.inbox_id}
 
     def status(self, *, strict: bool = False) -> Status:
         """Worst status over stages and input warnings."""

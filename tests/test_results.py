@@ -13,6 +13,7 @@ from provision.results import (
     Finding,
     InboxResult,
     Report,
+    RocketChatState,
     Stage,
     StageResult,
     Status,
@@ -120,3 +121,17 @@ def test_json_has_the_documented_keys() -> None:
     )
     assert out["class"] == "auth-failed"
     assert out["steps"] == [{"step": "auth", "status": "failed", "elapsed_ms": 1.2}]
+
+
+def test_rocketchat_state_shows_only_when_set() -> None:
+    plain = _inbox("a", _passed(Stage.SMTP))
+    assert "rocketchat" not in plain.to_json()
+    state = RocketChatState(inbox_id="x1", active=False, updated_at="2026-12-01T00:00:00.000Z")
+    stored = _inbox("b", _passed(Stage.SMTP))
+    stored.rocketchat = state
+    assert stored.to_json()["rocketchat"] == {
+        "id": "x1",
+        "active": False,
+        "created_at": None,
+        "updated_at": "2026-12-01T00:00:00.000Z",
+    }
