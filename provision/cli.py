@@ -25,6 +25,7 @@ from provision.cli_options import (
     CaFileOpt,
     EhloOpt,
     JsonOpt,
+    MetricsOpt,
     Run,
     ServerOpt,
     StepTimeoutOpt,
@@ -91,11 +92,12 @@ def check(
             help="Check every input rule and log into nothing (no network; for pre-commit).",
         ),
     ] = False,
+    metrics: MetricsOpt = None,
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
-    options, ci = _start(run, "check")
+    options, ci = _start(run, "check", metrics=metrics)
     work = _check_offline(run, options) if offline else _check(run, options, ci)
     report = _run(work, run.json_output, ci)
     _emit(report, run.json_output, code=_finish_ci(ci, report))
@@ -153,7 +155,9 @@ def set_command(
     _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
-def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
+def _start(
+    run: Run, command: str, *, server: str | None = None, metrics: Path | None = None
+) -> tuple[ProbeOptions, CiOutputs]:
     """Check what can be checked before any I/O; the probe options and CI outputs."""
     _setup_logging(run.verbose)
     if not run.files and not run.sandbox:
@@ -181,8 +185,8 @@ def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeO
             ehlo_name=run.ehlo_name,
             smtp_verify=not run.smtp_no_verify,
         )
-        # A --junit path that cannot be written is exit 2 now, before any probe.
-        return options, CiOutputs.from_environ(command, run.junit)
+        # A --junit or --metrics path that cannot be written is exit 2 now, before any probe.
+        return options, CiOutputs.from_environ(command, run.junit, metrics=metrics)
     except ConfigError as exc:
         _config_error(exc.problems, run.json_output)
 

@@ -16,6 +16,7 @@ __all__ = [
     "AllowHttpOpt",
     "CaFileOpt",
     "FilesArg",
+    "MetricsOpt",
     "Run",
     "ServerOpt",
     "TimeoutOpt",
@@ -170,6 +171,17 @@ ServerOpt = Annotated[
         envvar="ROCKETCHAT_URL",
         metavar="URL",
         help="Rocket.Chat base URL (or ROCKETCHAT_URL).",
+        show_default=False,
+    ),
+]
+
+MetricsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics",
+        metavar="FILE",
+        help="Also write Prometheus metrics to FILE, atomically (for node_exporter's "
+        "textfile collector: name it *.prom).",
         show_default=False,
     ),
 ]
