@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -24,9 +24,11 @@ from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
     EhloOpt,
+    EveryOpt,
     JsonOpt,
     MetricsOpt,
     Run,
+    ServeOpt,
     ServerOpt,
     StepTimeoutOpt,
     TimeoutOpt,
@@ -93,10 +95,15 @@ def check(
         ),
     ] = False,
     metrics: MetricsOpt = None,
+    serve: ServeOpt = None,
+    every: EveryOpt = None,
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
+    if serve is not None or every is not None:
+        others = {"--offline": offline, "--metrics": metrics is not None}
+        _watch(run, "check", serve, every, others, lambda o: _check(run, o, _quiet("check")))
     options, ci = _start(run, "check", metrics=metrics)
     work = _check_offline(run, options) if offline else _check(run, options, ci)
     report = _run(work, run.json_output, ci)
@@ -189,6 +196,60 @@ def _start(
         return options, CiOutputs.from_environ(command, run.junit, metrics=metrics)
     except ConfigError as exc:
         _config_error(exc.problems, run.json_output)
+
+
+def _watch(
+    run: Run,
+    command: str,
+    address: str | None,
+    every: str | None,
+    others: dict[str, bool],
+    one_round: Callable[[ProbeOptions], Coroutine[Any, Any, Report]],
+) -> NoReturn:
+    """``--serve``: the exporter (``provision.watch``) until SIGTERM or SIGINT, then exit 0."""
+    given = [name for name, on in {**others, "--json": run.json_output}.items() if on]
+    given += ["--junit"] if run.junit else []
+    if address is None:
+        _usage_error("--every needs --serve ADDR:PORT", run.json_output)
+    if given:
+        _usage_error(f"--serve serves each round's metrics; do not give {', '.join(given)}", False)
+    from provision.watch import Exporter, parse_duration, parse_listen
+
+    try:
+        host, port = parse_listen(address)
+        interval = parse_duration(every or "5m")
+    except ValueError as exc:
+        _usage_error(str(exc), False)
+    options, _ci = _start(run, command)
+    if run.files:  # bad input is exit 2 now, not a failed round later
+        from provision.inbox import load_inboxes
+
+        try:
+            load_inboxes(run.files)
+        except ConfigError as exc:
+            _config_error(exc.problems, False)
+    import asyncio
+
+    exporter = Exporter(
+        lambda: one_round(options),
+        command=command,
+        every=interval,
+        deadline=run.timeout,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    _small_tls_buffers()
+    try:
+        asyncio.run(exporter.run(host, port, signals=True))
+    except ConfigError as exc:
+        _config_error(exc.problems, False)
+    raise typer.Exit(0)
+
+
+def _quiet(command: str) -> CiOutputs:
+    """CI outputs that write nothing: a round of ``--serve`` shows no progress."""
+    from provision.render.ci import CiOutputs
+
+    return CiOutputs(command=command)
 
 
 def _check_ca_file(path: Path | None) -> Path | None:

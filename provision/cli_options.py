@@ -16,7 +16,9 @@ __all__ = [
     "AllowHttpOpt",
     "CaFileOpt",
     "FilesArg",
+    "EveryOpt",
     "MetricsOpt",
+    "ServeOpt",
     "Run",
     "ServerOpt",
     "TimeoutOpt",
@@ -182,6 +184,26 @@ MetricsOpt = Annotated[
         metavar="FILE",
         help="Also write Prometheus metrics to FILE, atomically (for node_exporter's "
         "textfile collector: name it *.prom).",
+        show_default=False,
+    ),
+]
+ServeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--serve",
+        metavar="ADDR:PORT",
+        help="Run as a Prometheus exporter until SIGTERM: serve the last round's metrics "
+        "at http://ADDR:PORT/metrics and run a round every --every.",
+        show_default=False,
+    ),
+]
+EveryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--every",
+        metavar="DURATION",
+        help="With --serve: time from one round's start to the next (30s, 5m, 1h; "
+        "default 5m). Rounds never overlap.",
         show_default=False,
     ),
 ]

@@ -26,6 +26,7 @@ LAYERS = {
     "render": 4,
     "cli_coerce": 5,
     "cli_options": 5,
+    "watch": 5,
     "cli": 6,
     "__init__": 6,
     "__main__": 7,
