@@ -85,6 +85,7 @@ class Exporter:
         every: seconds from the start of one round to the start of the next.
         deadline: the run deadline of one round (``--timeout``), in seconds.
         log: where the one-line round summaries go (standard error); never a secret.
+        grace: extra seconds past ``deadline`` before a round is cut.
     """
 
     def __init__(
@@ -95,8 +96,10 @@ class Exporter:
         every: float,
         deadline: float,
         log: Callable[[str], None],
+        grace: float = _GRACE,
     ) -> None:
         self.one_round = one_round
+        self.grace = grace
         self.command = command
         self.every = every
         self.deadline = deadline
@@ -111,6 +114,8 @@ class Exporter:
         self.stopped_by: str | None = None
         #: Notified after every round (tests and callers wait on it, never on time).
         self.changed = asyncio.Condition()
+        #: Set once the listener is bound (``address`` holds the port it got).
+        self.listening = asyncio.Event()
 
     # --- metrics ------------------------------------------------------------------
 
@@ -174,6 +179,7 @@ class Exporter:
             raise ConfigError([problem]) from None
         bound = server.sockets[0].getsockname()
         self.address = (str(bound[0]), int(bound[1]))
+        self.listening.set()
         installed = []
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -225,7 +231,7 @@ class Exporter:
         self.running = True
         began = time.perf_counter()
         try:
-            async with asyncio.timeout(self.deadline + _GRACE):
+            async with asyncio.timeout(self.deadline + self.grace):
                 report = await self.one_round()
         except TimeoutError:
             self.errors += 1
