@@ -180,6 +180,7 @@ def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeO
             strict=run.strict,
             ehlo_name=run.ehlo_name,
             smtp_verify=not run.smtp_no_verify,
+            cert_days=run.cert_days,
         )
         # A --junit path that cannot be written is exit 2 now, before any probe.
         return options, CiOutputs.from_environ(command, run.junit)
