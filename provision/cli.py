@@ -75,7 +75,7 @@ def _root(
 
     Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
     13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
-    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable,
+    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable, 18 drift,
     20 Rocket.Chat API.
     """
 
