@@ -134,6 +134,8 @@ class ProbeOptions:
         strict: warnings fail.
         ehlo_name: name sent in EHLO (nodemailer sends the machine's host name).
         smtp_verify: verify the SMTP certificate (Rocket.Chat does; turning it off is reported).
+        cert_days: warn (``cert-expiring``) when a certificate of either protocol expires
+            within this many days.
     """
 
     step_timeout: float = 10.0
@@ -143,3 +145,4 @@ class ProbeOptions:
     strict: bool = False
     ehlo_name: str | None = None
     smtp_verify: bool = True
+    cert_days: int = 21

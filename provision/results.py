@@ -53,6 +53,9 @@ class Stage(StrEnum):
     IMAP = "imap"
     SUBMIT = "submit"
     VERIFY = "verify"
+    # audit: what Rocket.Chat says of the stored inbox, then (with --against) the drift
+    ROCKETCHAT = "rocketchat"
+    DRIFT = "drift"
 
 
 class Step(StrEnum):
@@ -107,6 +110,7 @@ class ExitCode(IntEnum):
     MAILBOX = 15
     TRANSIENT = 16
     NOTHING_FOUND = 17  #: ``discover``: no usable SMTP or no usable IMAP server
+    DRIFT = 18  #: ``audit``: stored inboxes differ from the files, or an address is not stored
     ROCKETCHAT = 20
 
 
@@ -160,6 +164,9 @@ class FailureClass(StrEnum):
     DEADLINE = "deadline"
     # Rocket.Chat (set)
     ROCKETCHAT = "rocketchat"
+    # audit: stored inboxes differ from the files; an --email address is not stored
+    DRIFT = "drift"
+    NOT_STORED = "not-stored"
     # a bug in provision itself (reported, never a traceback)
     INTERNAL = "internal-error"
 
@@ -218,6 +225,7 @@ _EXIT_CODES: dict[FailureClass, ExitCode] = {
     ),
     **dict.fromkeys((_FC.THROTTLED, _FC.TRANSIENT, _FC.TIMEOUT, _FC.DEADLINE), ExitCode.TRANSIENT),
     _FC.ROCKETCHAT: ExitCode.ROCKETCHAT,
+    **dict.fromkeys((_FC.DRIFT, _FC.NOT_STORED), ExitCode.DRIFT),
     _FC.INTERNAL: ExitCode.INTERNAL,
 }
 
@@ -407,17 +415,24 @@ class InboxResult:
         return Status.PASSED
 
     def exit_code(self, *, strict: bool = False) -> ExitCode:
-        """Exit code decided by the first failing stage (smtp before imap)."""
+        """Exit code decided by the first failing stage (smtp before imap).
+
+        Drift (exit 18) yields to every other failure and to ``--strict`` warnings.
+        """
+        drift = False
         for stage in self.stages:
             if stage.status is Status.FAILED and stage.failure is not None:
-                return stage.failure.exit_code
+                code = stage.failure.exit_code
+                if code is not ExitCode.DRIFT:
+                    return code
+                drift = True
         if strict:
             for finding in self.warnings:
                 return finding.strict_exit
             for stage in self.stages:
                 for finding in stage.warnings:
                     return finding.strict_exit
-        return ExitCode.OK
+        return ExitCode.DRIFT if drift else ExitCode.OK
 
     def to_json(self, *, strict: bool = False) -> dict[str, Any]:
         return {
@@ -444,12 +459,16 @@ class Report:
 
     @property
     def exit_code(self) -> ExitCode:
-        """The first failing inbox in input order decides."""
+        """The first failing inbox in input order decides; drift (18) only when nothing else
+        failed."""
+        drift = False
         for inbox in self.inboxes:
             code = inbox.exit_code(strict=self.strict)
-            if code is not ExitCode.OK:
+            if code is ExitCode.DRIFT:
+                drift = True
+            elif code is not ExitCode.OK:
                 return code
-        return ExitCode.OK
+        return ExitCode.DRIFT if drift else ExitCode.OK
 
     @property
     def ok(self) -> bool:

@@ -135,3 +135,21 @@ def test_rocketchat_state_shows_only_when_set() -> None:
         "created_at": None,
         "updated_at": "2026-12-01T00:00:00.000Z",
     }
+
+
+def test_drift_yields_to_probe_failures_and_strict_warnings() -> None:
+    drifted = StageResult(stage=Stage.DRIFT).fail(FailureClass.DRIFT, "smtp.port differs")
+    only_drift = _inbox("a", _passed(Stage.SMTP), _passed(Stage.IMAP), drifted)
+    assert only_drift.exit_code() is ExitCode.DRIFT
+    failing = _inbox("b", _failed(Stage.SMTP, FailureClass.AUTH_FAILED), drifted)
+    assert failing.exit_code() is ExitCode.AUTH
+    warned = _passed(Stage.IMAP)
+    warned.warn(Finding(code="cert-expiring", message="soon"))
+    strict = _inbox("c", _passed(Stage.SMTP), warned, drifted)
+    assert strict.exit_code() is ExitCode.DRIFT
+    assert strict.exit_code(strict=True) is ExitCode.TLS
+    # Across inboxes: a later probe failure beats an earlier drift.
+    assert Report(command="audit", inboxes=[only_drift, failing]).exit_code is ExitCode.AUTH
+    assert Report(command="audit", inboxes=[only_drift, _inbox("d")]).exit_code is ExitCode.DRIFT
+    missing = StageResult(stage=Stage.ROCKETCHAT).fail(FailureClass.NOT_STORED, "not stored")
+    assert _inbox("e", missing).exit_code() is ExitCode.DRIFT

@@ -46,6 +46,7 @@ def report_settings(options: ProbeOptions) -> dict[str, object]:
         "smtp_verify": options.smtp_verify,
         "imap_verify": False,  # Rocket.Chat's node-imap never verifies (spec §3.2)
         "ehlo_name": options.ehlo_name,
+        "cert_days": options.cert_days,
     }
 
 
