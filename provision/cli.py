@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from provision.models import ProbeOptions
     from provision.render.ci import CiOutputs
     from provision.results import Report
+    from provision.rocketchat.credentials import Credentials
     from provision.sandbox.runner import Sandbox
 
 __all__ = ["app", "main"]
@@ -109,7 +110,15 @@ def check(
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
     if serve is not None or every is not None:
         others = {"--offline": offline, "--metrics": metrics is not None}
-        _watch(run, "check", serve, every, others, lambda o: _check(run, o, _quiet("check")))
+        _watch(
+            run,
+            "check",
+            serve,
+            every,
+            others,
+            lambda o: _check(run, o, _quiet("check")),
+            validate=(lambda: _load_files(run.files or [])) if run.files else None,
+        )
     options, ci = _start(run, "check", metrics=metrics)
     work = _check_offline(run, options) if offline else _check(run, options, ci)
     report = _run(work, run.json_output, ci)
@@ -212,6 +221,8 @@ def _watch(
     every: str | None,
     others: dict[str, bool],
     one_round: Callable[[ProbeOptions], Coroutine[Any, Any, Report]],
+    *,
+    validate: Callable[[], object] | None = None,
 ) -> NoReturn:
     """``--serve``: the exporter (``provision.watch``) until SIGTERM or SIGINT, then exit 0."""
     given = [name for name, on in {**others, "--json": run.json_output}.items() if on]
@@ -228,11 +239,9 @@ def _watch(
     except ValueError as exc:
         _usage_error(str(exc), False)
     options, _ci = _start(run, command)
-    if run.files:  # bad input is exit 2 now, not a failed round later
-        from provision.inbox import load_inboxes
-
+    if validate is not None:  # bad input is exit 2 now, not a failed round later
         try:
-            load_inboxes(run.files)
+            validate()
         except ConfigError as exc:
             _config_error(exc.problems, False)
     import asyncio
@@ -250,6 +259,12 @@ def _watch(
     except ConfigError as exc:
         _config_error(exc.problems, False)
     raise typer.Exit(0)
+
+
+def _load_files(files: list[str]) -> LoadResult:
+    from provision.inbox import load_inboxes
+
+    return load_inboxes(files)
 
 
 def _quiet(command: str) -> CiOutputs:
@@ -325,7 +340,6 @@ async def _set(
 ) -> Report:
     from provision.commands.set import SetOptions, set_inboxes
     from provision.rocketchat.credentials import (
-        Credentials,
         TokenAuth,
         check_url,
         credentials_from_env,
@@ -385,6 +399,9 @@ def audit_command(
     two_factor_code: TwoFactorOpt = None,
     junit: JunitOpt = None,
     verbose: VerboseOpt = False,
+    metrics: MetricsOpt = None,
+    serve: ServeOpt = None,
+    every: EveryOpt = None,
 ) -> None:
     """Probe every inbox stored in Rocket.Chat with its stored settings, exactly as `check`.
 
@@ -410,7 +427,20 @@ def audit_command(
         junit=junit,
         cert_days=cert_days,
     )
-    options, ci = _start(run, "audit")
+    if serve is not None or every is not None:
+        # Credentials, URL and --against files are checked before listening (exit 2).
+        _watch(
+            run,
+            "audit",
+            serve,
+            every,
+            {"--metrics": metrics is not None},
+            lambda o: _audit(
+                server, emails or [], against, allow_http, two_factor_code, o, _quiet("audit")
+            ),
+            validate=lambda: _audit_inputs(server, against, allow_http, two_factor_code),
+        )
+    options, ci = _start(run, "audit", metrics=metrics)
     from provision.errors import RocketChatCallError
 
     coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
@@ -431,12 +461,8 @@ async def _audit(
     ci: CiOutputs,
 ) -> Report:
     from provision.commands.audit import AuditTarget, audit_inboxes
-    from provision.inbox import load_inboxes
-    from provision.rocketchat.credentials import check_url, credentials_from_env
 
-    credentials = credentials_from_env(os.environ, code=code)
-    check_url(server, allow_http=allow_http)
-    loaded = load_inboxes(against) if against else None
+    credentials, loaded = _audit_inputs(server, against, allow_http, code)
     target = AuditTarget(
         server=server,
         credentials=credentials,
@@ -452,10 +478,26 @@ async def _audit(
     )
 
 
+def _audit_inputs(
+    server: str, against: list[str] | None, allow_http: bool, code: str | None
+) -> tuple[Credentials, LoadResult | None]:
+    """What ``audit`` reads before any I/O: the credentials, the URL, the --against files.
+
+    Raises:
+        ConfigError: any of them is missing or wrong.
+    """
+    from provision.inbox import load_inboxes
+    from provision.rocketchat.credentials import check_url, credentials_from_env
+
+    credentials = credentials_from_env(os.environ, code=code)
+    check_url(server, allow_http=allow_http)
+    return credentials, load_inboxes(against) if against else None
+
+
 def _rocketchat_error(exc: RocketChatCallError, json_output: bool, ci: CiOutputs) -> NoReturn:
     """Rocket.Chat could not be read at all: exit 20, the error on stderr (and as JSON)."""
     problem = ConfigProblem(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-    failed = ci.failed_input([problem])
+    failed = ci.failed_input([problem], exit_code=int(ExitCode.ROCKETCHAT))
     if failed:
         typer.echo(f"error: {failed}", err=True)
     typer.echo(f"error: {problem}", err=True)

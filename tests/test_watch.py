@@ -376,7 +376,9 @@ async def test_a_failing_login_is_tried_once_per_round(tmp_path: Path) -> None:
 # --- the real process -------------------------------------------------------------------
 
 
-async def _spawn(*args: str, cwd: Path) -> asyncio.subprocess.Process:
+async def _spawn(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -385,7 +387,7 @@ async def _spawn(*args: str, cwd: Path) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 
 
@@ -401,9 +403,11 @@ async def _line(stream: asyncio.StreamReader | None, start: str, seen: list[str]
                 return line
 
 
-async def _start(*args: str, cwd: Path) -> tuple[asyncio.subprocess.Process, int, list[str]]:
+async def _start(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, int, list[str]]:
     """``provision ARGS`` as a child process; its port from the 'serving' line on stderr."""
-    child = await _spawn(*args, cwd=cwd)
+    child = await _spawn(*args, cwd=cwd, env=env)
     lines: list[str] = []
     line = await _line(child.stderr, "serving http://127.0.0.1:", lines)
     return child, int(line.split(":")[2].split("/")[0]), lines

@@ -148,8 +148,9 @@ class CiOutputs:
         code = (int(report.exit_code) or 2) if failed else None
         return _either(failed, self._write_metrics(report, exit_code=code))
 
-    def failed_input(self, problems: Sequence[ConfigProblem]) -> str | None:
-        """The run stopped on bad input: annotate, summarise and write JUnit for that."""
+    def failed_input(self, problems: Sequence[ConfigProblem], *, exit_code: int = 2) -> str | None:
+        """The run stopped on bad input (or, for ``audit``, an unreadable Rocket.Chat:
+        ``exit_code`` 20): annotate, summarise and write JUnit and metrics for that."""
         if self.progress is not None:
             self.progress.close()
         if self.github:
@@ -162,9 +163,10 @@ class CiOutputs:
             from provision.render.junit import render_problems_junit
 
             failed = self._write_junit(render_problems_junit(self.command, problems))
-        # The metrics say the run failed on its input (exit 2), so that an old file
-        # does not go on showing the last good run.
-        return _either(failed, self._write_metrics(Report(command=self.command), exit_code=2))
+        # The metrics say the run failed, so that an old file does not go on showing
+        # the last good run.
+        empty = Report(command=self.command)
+        return _either(failed, self._write_metrics(empty, exit_code=exit_code))
 
     def _annotate(self, annotations: Sequence[Annotation]) -> None:
         from provision.render.github import render_annotations
