@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
-from provision.errors import ConfigError, ConfigProblem, ProvisionError
+from provision.errors import ConfigError, ConfigProblem, ProvisionError, RocketChatCallError
 from provision.render.metrics import ReportCollector
 
 if TYPE_CHECKING:
@@ -242,9 +242,14 @@ class Exporter:
             problems = "; ".join(str(p) for p in exc.problems)
             self.log(f"round {number}: bad input, last round kept: {problems}")
             return
-        except ProvisionError as exc:  # Rocket.Chat unreachable or refusing, for audit
+        except RocketChatCallError as exc:  # audit: Rocket.Chat unreachable or refusing
             self.errors += 1
-            self.log(f"round {number}: {type(exc).__name__}, last round kept")
+            hint = f" ({exc.hint})" if exc.hint else ""
+            self.log(f"round {number}: Rocket.Chat: {exc.message}{hint}; last round kept")
+            return
+        except ProvisionError as exc:
+            self.errors += 1
+            self.log(f"round {number}: {type(exc).__name__}; last round kept")
             return
         finally:
             self.running = False

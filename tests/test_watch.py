@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from provision.cli import app
 from provision.commands.check import check
-from provision.errors import ConfigError, ConfigProblem
+from provision.errors import ConfigError, ConfigProblem, RocketChatUnavailableError
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions
 from provision.results import InboxResult, Report, Stage, StageResult
@@ -259,7 +259,7 @@ async def test_rounds_never_overlap_and_an_overrun_delays_the_next() -> None:
 
 
 async def test_a_round_past_the_deadline_or_with_bad_input_keeps_the_last_round() -> None:
-    outcomes = ["first", "config", "hang", "last"]
+    outcomes = ["first", "config", "hang", "rocketchat", "last"]
     forever = asyncio.Event()
     go = asyncio.Event()
 
@@ -269,24 +269,27 @@ async def test_a_round_past_the_deadline_or_with_bad_input_keeps_the_last_round(
             raise ConfigError([ConfigProblem("missing field", file="i.yaml", field="smtp")])
         if outcome == "hang":
             await forever.wait()
+        if outcome == "rocketchat":
+            raise RocketChatUnavailableError("Rocket.Chat answered 503", hint="try later")
         if outcome == "last":
             await go.wait()  # held until the test has seen round 1's metrics kept
         return _report(outcome)
 
     exporter, lines = _exporter(one_round, every=0.01, deadline=0.05)
     async with _running(exporter) as port:
-        await _until(exporter, lambda: exporter.errors == 2)
+        await _until(exporter, lambda: exporter.errors == 3)
         kept = await _metrics(port)
         go.set()
         await _until(exporter, lambda: exporter.completed == 2)
         fresh = await _metrics(port)
-    assert _get(kept, "provision_exporter_round_errors_total", command="check") == 2
+    assert _get(kept, "provision_exporter_round_errors_total", command="check") == 3
     assert _get(kept, "provision_exporter_rounds_total", command="check") == 1
     assert any(("inbox", "first") in labels for _, labels in kept)  # round 1's, still served
     assert any(("inbox", "last") in labels for _, labels in fresh)
     assert not any(("inbox", "first") in labels for _, labels in fresh)
     assert "round 2: bad input, last round kept: i.yaml: smtp: missing field" in lines
     assert "round 3: no report within the deadline (0.05 s)" in lines
+    assert "round 4: Rocket.Chat: Rocket.Chat answered 503 (try later); last round kept" in lines
 
 
 async def test_other_paths_methods_and_garbage_get_no_metrics() -> None:
