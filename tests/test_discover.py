@@ -392,6 +392,12 @@ async def test_a_login_that_fails_at_one_server_moves_on_to_the_next_candidate(
         f"localhost:{ports.smtp_starttls}",
     ]
     assert PASSWORD not in json.dumps(doc)
+    from provision.render.discover import render_discover_table
+
+    table = render_discover_table(good)
+    assert f"login attempt 1: smtp localhost:{broken.port} failed (" in table
+    assert f"login attempt 2: smtp localhost:{ports.smtp_starttls} passed" in table
+    assert table.endswith("login with the password: passed")
     # A wrong password (IMAP says so at once) ends the tries: no more failed logins
     # toward a lockout, and the file keeps the best candidates.
     assert [a.smtp.candidate.port for a in wrong.attempts] == [broken.port]
