@@ -20,6 +20,7 @@ import typer
 
 from provision._version import __version__
 from provision.cli_coerce import FastCommand, FastGroup
+from provision.cli_help import command_help
 from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
@@ -80,7 +81,7 @@ def _root(
     """
 
 
-@app.command(cls=FastCommand)
+@app.command(cls=FastCommand, **command_help("check"))
 @shared_options(timeout=60.0)
 def check(
     run: Run,
@@ -101,7 +102,7 @@ def check(
     _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
-@app.command(name="set", cls=FastCommand)
+@app.command(name="set", cls=FastCommand, **command_help("set"))
 @shared_options(timeout=120.0)
 def set_command(
     run: Run,
@@ -278,9 +279,11 @@ async def _set(
         )
 
 
-@app.command(name="discover", cls=FastCommand)
+@app.command(name="discover", cls=FastCommand, **command_help("discover"))
 def discover_command(
-    address: Annotated[str, typer.Argument(help="The inbox address, e.g. support@example.com.")],
+    address: Annotated[
+        str, typer.Argument(metavar="ADDRESS", help="The inbox address, e.g. support@example.com.")
+    ],
     username: Annotated[
         str | None,
         typer.Option(
@@ -381,7 +384,7 @@ def discover_command(
     raise typer.Exit(int(result.exit_code))
 
 
-@app.command(name="sandbox", cls=FastCommand)
+@app.command(name="sandbox", cls=FastCommand, **command_help("sandbox"))
 def sandbox_command(
     directory: Annotated[
         Path | None,
@@ -404,7 +407,7 @@ def sandbox_command(
     raise typer.Exit(0)
 
 
-@app.command(name="export", cls=FastCommand)
+@app.command(name="export", cls=FastCommand, **command_help("export"))
 def export_command(
     server: ServerOpt = None,
     output: Annotated[
@@ -486,7 +489,7 @@ def export_command(
     raise typer.Exit(0)
 
 
-@app.command(name="schema", cls=FastCommand)
+@app.command(name="schema", cls=FastCommand, **command_help("schema"))
 def schema_command() -> None:
     """Print the JSON Schema (draft 2020-12) of the inbox file, for editors and linters."""
     from provision.commands.schema import schema_text

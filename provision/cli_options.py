@@ -27,7 +27,9 @@ __all__ = [
 FilesArg = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Inbox files (YAML or JSON); '-' reads standard input.", show_default=False
+        help="Inbox files (YAML or JSON); '-' reads standard input.",
+        show_default=False,
+        metavar="FILE",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]

@@ -188,3 +188,30 @@ def test_verbose_adds_one_handler_however_often_it_runs() -> None:
             if handler not in before:
                 logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
+
+
+def test_help_gives_each_command_an_uncut_purpose_examples_and_exit_codes() -> None:
+    """A newcomer's first look: the command list is not cut, no "<list[str]>", and each
+    command's examples only use flags that command has."""
+    import re
+
+    from provision.cli_help import _HELP, EXIT_MEANINGS
+
+    top = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100"})
+    assert top.exit_code == 0
+    for name, (purpose, examples, codes) in _HELP.items():
+        assert f"{name}  " in top.output
+        assert purpose in top.output.replace("\n", " ").replace("  ", " "), name
+        own = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "100"})
+        assert own.exit_code == 0, own.output
+        assert "<list[str]>" not in own.output
+        assert "Examples:" in own.output
+        assert "Exit codes:" in own.output
+        for example in examples:
+            assert example.split("#")[0].strip() in own.output
+            for flag in re.findall(r"(?<=\s)--[a-z][a-z-]*", example.split("#")[0]):
+                target = example.split()[1]
+                flags = CliRunner().invoke(app, [target, "--help"], env={"COLUMNS": "100"})
+                assert flag in flags.output, (name, example, flag)
+        for code in codes:
+            assert f"{int(code):>3}  {EXIT_MEANINGS[code]}" in own.output
