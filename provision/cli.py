@@ -395,13 +395,20 @@ def sandbox_command(
         ),
     ] = None,
 ) -> None:
-    """Run local SMTP and IMAP servers with a throw-away CA until interrupted."""
+    """Run local SMTP and IMAP servers with a throw-away CA, and a Rocket.Chat double,
+    until interrupted.
+
+    The directory holds inboxes.yaml (the sandbox's inboxes), ca.pem (its CA) and
+    rocketchat.env (the double's URL and token, for `set` and `export`); it prints the
+    commands that use them.
+    """
     import asyncio
 
+    from provision.cli_help import invocation
     from provision.sandbox.runner import serve_forever
 
     try:
-        asyncio.run(serve_forever(directory, announce=typer.echo))
+        asyncio.run(serve_forever(directory, announce=typer.echo, program=invocation()))
     except KeyboardInterrupt:
         typer.echo("sandbox stopped", err=True)
     raise typer.Exit(0)

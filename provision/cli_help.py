@@ -4,11 +4,15 @@ exit codes. Kept apart from ``cli.py`` so the texts can be read (and tested) in 
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 from typing import TypedDict
 
 from provision.results import ExitCode
 
-__all__ = ["EXIT_MEANINGS", "command_help"]
+__all__ = ["EXIT_MEANINGS", "command_help", "invocation"]
 
 #: Every exit code and what it means (the README's table says the same).
 EXIT_MEANINGS: dict[ExitCode, str] = {
@@ -107,3 +111,16 @@ def command_help(name: str) -> CommandHelp:
     """The one-line purpose (the command list shows it uncut) and the epilog of ``name``."""
     purpose, examples, codes = _HELP[name]
     return CommandHelp(short_help=purpose, epilog=_epilog(examples, codes))
+
+
+def invocation(argv0: str | None = None) -> str:
+    """How to run this same ``provision`` again, as the user can paste it: ``provision``
+    when that is what the shell finds, else the path that was run (``.venv/bin/provision``
+    after the README's install), else ``python -m provision``."""
+    argv0 = argv0 if argv0 is not None else sys.argv[0]
+    found = shutil.which("provision")
+    if found and os.path.exists(argv0) and os.path.samefile(found, argv0):
+        return "provision"
+    if os.path.basename(argv0) == "provision" and os.access(argv0, os.X_OK):
+        return shlex.quote(argv0 if os.sep in argv0 else f".{os.sep}{argv0}")
+    return f"{shlex.quote(sys.executable)} -m provision"

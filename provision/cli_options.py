@@ -76,7 +76,8 @@ SandboxOpt = Annotated[
     bool,
     typer.Option(
         "--sandbox",
-        help="Start the embedded local mail servers and check their inboxes (no files needed).",
+        help="Start the embedded local mail servers (and, for set, a Rocket.Chat double) "
+        "and use their inboxes (no files needed).",
     ),
 ]
 VerboseOpt = Annotated[
