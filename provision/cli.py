@@ -51,7 +51,7 @@ app = typer.Typer(
     name="provision",
     help="Probe, then provision Rocket.Chat omnichannel email inboxes as code.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
@@ -99,7 +99,7 @@ def check(
     options, ci = _start(run, "check")
     work = _check_offline(run, options) if offline else _check(run, options, ci)
     report = _run(work, run.json_output, ci)
-    _emit(report, run.json_output, code=_finish_ci(ci, report))
+    _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
 @app.command(name="set", cls=FastCommand, **command_help("set"))
@@ -150,8 +150,8 @@ def set_command(
         mark_interrupted(progress)
         typer.echo("interrupted: the report shows what was written", err=True)
         _finish_ci(ci, progress)
-        _emit(progress, run.json_output, code=130)
-    _emit(report, run.json_output, code=_finish_ci(ci, report))
+        _emit(progress, run.json_output, code=130, quiet=run.quiet)
+    _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
 def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
@@ -542,7 +542,9 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
     return int(report.exit_code) or int(ExitCode.USAGE)
 
 
-def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoReturn:
+def _emit(
+    report: Report, json_output: bool, *, code: int | None = None, quiet: bool = False
+) -> NoReturn:
     if json_output:
         from provision.render.json import render_json
 
@@ -550,7 +552,7 @@ def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoRe
     else:
         from provision.render.text import render_text
 
-        typer.echo(render_text(report, color=_color()))
+        typer.echo(render_text(report, color=_color(), quiet=quiet))
     raise typer.Exit(int(report.exit_code) if code is None else code)
 
 

@@ -33,6 +33,12 @@ FilesArg = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Text: show only inboxes that failed or warned, then the summary."
+    ),
+]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Warnings fail the run.")]
 TimeoutOpt = Annotated[
     float,
@@ -100,6 +106,7 @@ class Run:
 
     files: list[str] | None
     json_output: bool
+    quiet: bool
     strict: bool
     timeout: float
     step_timeout: float
@@ -120,6 +127,7 @@ def shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callabl
     """
     shared: list[tuple[str, Any, Any]] = [
         ("json_output", JsonOpt, False),
+        ("quiet", QuietOpt, False),
         ("strict", StrictOpt, False),
         ("timeout", TimeoutOpt, timeout),
         ("step_timeout", StepTimeoutOpt, 10.0),
