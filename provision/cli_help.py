@@ -64,6 +64,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision check inboxes.yaml",
             "provision check inboxes.yaml --ca-file corp-ca.pem --junit report.xml",
             "provision check --offline inboxes/*.yaml      # input rules only",
+            "provision check inboxes.yaml --serve :9188 --every 5m  # a Prometheus exporter",
         ),
         _PROBE_CODES,
     ),
