@@ -193,18 +193,23 @@ class Exporter:
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
         self.log(f"serving http://{shown}:{bound[1]}/metrics, a round every {self.every:g} s")
         rounds = asyncio.create_task(self._rounds(stop))
+        waiter = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            # The rounds end only on a bug: never go on serving a stale round after one.
+            await asyncio.wait((rounds, waiter), return_when=asyncio.FIRST_COMPLETED)
         finally:
             rounds.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rounds
+            waiter.cancel()
+            await asyncio.gather(rounds, waiter, return_exceptions=True)
             server.close()
             for sig in installed:
                 loop.remove_signal_handler(sig)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_HEAD_TIMEOUT):
                     await server.wait_closed()
+        bug = None if rounds.cancelled() else rounds.exception()
+        if bug is not None:
+            raise bug
         by = f" by {self.stopped_by}" if self.stopped_by else ""
         self.log(f"stopped{by} after {self.completed} rounds")
 
@@ -256,8 +261,9 @@ class Exporter:
         self.completed += 1
         self.last = ReportCollector(report)
         failed = sum(1 for i in report.inboxes if i.exit_code(strict=report.strict))
+        count = len(report.inboxes)
         self.log(
-            f"round {number}: {len(report.inboxes)} inboxes, {failed} failed, "
+            f"round {number}: {count} inbox{'' if count == 1 else 'es'}, {failed} failed, "
             f"exit {int(report.exit_code)}, {time.perf_counter() - began:.1f} s"
         )
 

@@ -228,7 +228,7 @@ async def test_before_the_first_round_the_exposition_says_so_then_refreshes() ->
     assert _get(after, "provision_probe_up", **who, stage="smtp") == 1
     assert _get(after, "provision_last_run_success", command="check") == 1
     assert lines[0] == f"serving http://127.0.0.1:{port}/metrics, a round every 60 s"
-    assert lines[1].startswith("round 1: 1 inboxes, 0 failed, exit 0, ")
+    assert lines[1].startswith("round 1: 1 inbox, 0 failed, exit 0, ")
     assert lines[-1] == "stopped after 1 rounds"
 
 
@@ -290,6 +290,17 @@ async def test_a_round_past_the_deadline_or_with_bad_input_keeps_the_last_round(
     assert "round 2: bad input, last round kept: i.yaml: smtp: missing field" in lines
     assert "round 3: no report within the deadline (0.05 s)" in lines
     assert "round 4: Rocket.Chat: Rocket.Chat answered 503 (try later); last round kept" in lines
+
+
+async def test_a_bug_in_a_round_ends_the_exporter_instead_of_serving_stale_rounds() -> None:
+    async def broken_round() -> Report:
+        raise RuntimeError("a bug")
+
+    exporter, _ = _exporter(broken_round)
+    with pytest.raises(RuntimeError, match="a bug"):
+        async with asyncio.timeout(10):
+            await exporter.run("127.0.0.1", 0)
+    assert exporter.completed == 0
 
 
 async def test_other_paths_methods_and_garbage_get_no_metrics() -> None:
