@@ -62,6 +62,8 @@ async def _http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
         await writer.drain()
         async with asyncio.timeout(10):
             raw = await reader.read()  # the exporter closes after each answer
+    except ConnectionResetError:
+        raw = b""  # dropped with our bytes unread (an oversized head): no answer either
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -252,7 +254,7 @@ async def test_rounds_never_overlap_and_an_overrun_delays_the_next() -> None:
         await _until(exporter, lambda: exporter.completed >= 3)
         samples = await _metrics(port)
     assert most == 1
-    assert all(b - a >= 0.15 for a, b in itertools.pairwise(starts))
+    assert all(b - a >= 0.149 for a, b in itertools.pairwise(starts))  # clock resolution
     assert _get(samples, "provision_exporter_overruns_total", command="check") >= 3
     overran = [line for line in lines if line.startswith("round 1 took ")]
     assert overran[0].endswith(" s, longer than --every 0.05 s: the next one starts now")
