@@ -167,6 +167,7 @@ async def audit_inboxes(
     )
     for entry in stored:
         result = next(results) if entry.inbox is not None else _unusable(entry)
+        result.name = entry.label  # scrubbed: a stored name may hold anything
         _place(result, by_email.get(result.email))
         result.rocketchat = entry.state
         result.stages.append(_state_stage(entry, result))
@@ -197,7 +198,6 @@ async def _read(
     against: Sequence[Inbox] | None,
 ) -> tuple[list[_Stored], dict[str, str], str | None]:
     """Every stored inbox (in Rocket.Chat's order), the departments of ``against``, the version."""
-    from provision.commands.set import resolve_departments
     from provision.rocketchat.client import open_rocketchat
     from provision.rocketchat.transport import RocketChatOptions
 
@@ -215,7 +215,11 @@ async def _read(
                 deadline=deadline,
             ) as rc:
                 docs = await rc.list_inboxes(page_size=target.page_size)
-                departments = await resolve_departments(rc, against) if against else {}
+                departments: dict[str, str] = {}
+                if against:
+                    from provision.commands.set import resolve_departments
+
+                    departments = await resolve_departments(rc, against)
                 version = rc.info.version
     except TimeoutError:
         raise RocketChatUnavailableError(
@@ -249,7 +253,6 @@ def _shown(doc: Mapping[str, Any], value: Any) -> str | None:
 
 def _place(result: InboxResult, file_inbox: Inbox | None) -> None:
     """Name the inbox's place: its file and line when the files describe it, else none."""
-    result.name = _scrub_name(result.name)
     if file_inbox is not None:
         result.file, result.line = file_inbox.source.file, file_inbox.source.line
     else:
@@ -368,7 +371,10 @@ def _drift_stage(
     if not changes:
         stage.message = f"as described in {where}"
         return stage
-    stage.facts["changes"] = [c.drift_json() for c in changes]
+    stage.facts["changes"] = [
+        {k: _scrubbed(entry.doc, v) if isinstance(v, str) else v for k, v in c.drift_json().items()}
+        for c in changes
+    ]
     listed = _scrubbed(entry.doc, ", ".join(c.as_drift() for c in changes))
     return stage.fail(
         FailureClass.DRIFT,
