@@ -24,14 +24,14 @@ from typer.testing import CliRunner
 from provision.cli import app
 from provision.commands.audit import AuditTarget, audit_inboxes
 from provision.commands.set import SetOptions, set_inboxes
-from provision.errors import RocketChatAuthError
+from provision.errors import RocketChatAuthError, RocketChatCallError
 from provision.inbox import load_inboxes
 from provision.models import Inbox, ProbeOptions, Secret
 from provision.results import Action, ExitCode, FailureClass, InboxResult, Report, Stage, Status
 from provision.rocketchat.credentials import TokenAuth
 from provision.sandbox.ca import CertKind, SandboxCA
 from provision.sandbox.rocketchat import RunningRocketChat, start_rocketchat
-from tests.doubles.rocketchat_faults import FaultyRocketChat
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 from tests.servers.mailhost import MailHost
 
 #: One mail account per inbox, so each can be broken alone. Rocket.Chat lists by name.
@@ -457,3 +457,23 @@ async def test_the_command_line_drift_and_errors(world: World) -> None:
     assert bad_token.exit_code == 20, bad_token.stdout + bad_token.stderr
     assert json.loads(bad_token.stdout)["exit_code"] == 20
     assert "Traceback" not in bad_token.stdout + bad_token.stderr
+
+
+async def test_stored_passwords_are_masked_in_later_rocketchat_errors(world: World) -> None:
+    """A server that echoes a stored password in a later answer: the error masks it."""
+    world.double.add_department("Support")
+    text = world.inbox_yaml(("Support",)).replace(
+        "    smtp:", "    department: Support\n    smtp:", 1
+    )
+    against = world.write("department.yaml", text)
+    echo = f"departments unavailable for {password('Support')}"
+    world.double.inject(
+        "GET", "/api/v1/livechat/department", Fault.unsuccessful(echo, status=400), times=5
+    )
+
+    with pytest.raises(RocketChatCallError) as caught:
+        await world.audit(against=against)
+
+    shown = f"{caught.value} {caught.value.message} {caught.value.error} {caught.value.hint}"
+    assert "departments unavailable for ***" in shown
+    assert password("Support") not in shown
