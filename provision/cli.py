@@ -390,7 +390,7 @@ async def _audit(
 def _rocketchat_error(exc: RocketChatCallError, json_output: bool, ci: CiOutputs) -> NoReturn:
     """Rocket.Chat could not be read at all: exit 20, the error on stderr (and as JSON)."""
     problem = ConfigProblem(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-    failed = ci.failed_input([problem])
+    failed = ci.failed_input([problem], rocketchat=True)
     if failed:
         typer.echo(f"error: {failed}", err=True)
     typer.echo(f"error: {problem}", err=True)

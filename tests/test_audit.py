@@ -444,19 +444,27 @@ async def test_the_command_line_drift_and_errors(world: World) -> None:
     assert no_server.exit_code == 2
     missing_file = await asyncio.to_thread(world.cli, "--against", str(world.directory / "nope"))
     assert missing_file.exit_code == 2
+    junit, summary = world.directory / "bad.xml", world.directory / "bad.md"
+    summary.write_text("")
     bad_token = await asyncio.to_thread(
         runner.invoke,
         app,
-        ["audit", "--json"],
+        ["audit", "--json", "--junit", str(junit)],
         env={
             "ROCKETCHAT_URL": world.rocketchat.url,
             "ROCKETCHAT_USER_ID": world.user_id,
             "ROCKETCHAT_AUTH_TOKEN": "wrong-token",
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_STEP_SUMMARY": str(summary),
         },
     )
     assert bad_token.exit_code == 20, bad_token.stdout + bad_token.stderr
     assert json.loads(bad_token.stdout)["exit_code"] == 20
     assert "Traceback" not in bad_token.stdout + bad_token.stderr
+    # The CI outputs say what stopped the run, not "invalid input".
+    assert 'type="rocketchat"' in junit.read_text()
+    assert "Rocket.Chat could not be read (exit 20)" in summary.read_text()
+    assert "title=provision%3A Rocket.Chat could not be read" in bad_token.stderr
 
 
 async def test_stored_passwords_are_masked_in_later_rocketchat_errors(world: World) -> None:
