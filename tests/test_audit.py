@@ -439,6 +439,11 @@ async def test_the_command_line_drift_and_errors(world: World) -> None:
     assert doc["settings"]["against"] == [str(changed)]
     support = next(i for i in doc["inboxes"] if i["name"] == "Support")
     assert support["stages"][-1]["class"] == "drift"
+    as_text = await asyncio.to_thread(world.cli, "--against", str(changed))
+    assert as_text.exit_code == 18
+    assert "drift [smtp.password]: differs from" in as_text.stdout
+    assert "smtp.password: differs" in as_text.stdout
+    assert "steps: none" not in as_text.stdout  # Rocket.Chat's stages have no steps
 
     no_server = runner.invoke(app, ["audit"], env={"ROCKETCHAT_URL": ""})
     assert no_server.exit_code == 2

@@ -72,7 +72,8 @@ def _stage_lines(stage: StageResult, paint: Any) -> list[str]:
         lines.append(f"           {label}{field}: {stage.message or ''}".rstrip())
         if stage.hint:
             lines.append(f"           hint: {stage.hint}")
-        lines.append(f"           steps: {_steps(stage)}")
+        if stage.steps:  # Rocket.Chat's stages (submit, drift...) have none
+            lines.append(f"           steps: {_steps(stage)}")
     for finding in stage.warnings:
         lines.extend(_finding_lines(finding, stage.stage.value, paint))
     return lines
