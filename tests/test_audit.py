@@ -490,3 +490,41 @@ async def test_stored_passwords_are_masked_in_later_rocketchat_errors(world: Wor
     shown = f"{caught.value} {caught.value.message} {caught.value.error} {caught.value.hint}"
     assert "departments unavailable for ***" in shown
     assert password("Support") not in shown
+
+
+async def test_the_deadline_bounds_the_round_and_names_the_timeout(world: World) -> None:
+    """A stored inbox whose servers accept and then say nothing: the run's deadline ends it."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # never answer, never close (until the test ends)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    world.double.add_inbox(
+        {
+            "active": True,
+            "name": "Silent",
+            "email": "silent@example.com",
+            "smtp": {"server": "127.0.0.1", "port": port, "username": "s", "password": "p"}
+            | {"secure": False},
+            "imap": {"server": "127.0.0.1", "port": port, "username": "s", "password": "p"}
+            | {"secure": False, "maxRetries": 10},
+        }
+    )
+    options = ProbeOptions(ca_file=world.ca_file, step_timeout=20, timeout=1.5)
+    try:
+        report = await world.audit(options=options, emails=("silent@example.com",))
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+    (silent_inbox,) = report.inboxes
+    for probe in (Stage.SMTP, Stage.IMAP):
+        found = stage(silent_inbox, probe)
+        assert found.failure is FailureClass.DEADLINE, found
+        assert "overall deadline ran out" in (found.message or "")
+    assert report.elapsed_ms < 1.5 * 1000 + 2500  # the deadline plus the grace, at most
+    assert report.exit_code is ExitCode.TRANSIENT

@@ -21,7 +21,6 @@ taken from the server is scrubbed of them.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,11 +159,7 @@ async def audit_inboxes(
     inboxes = [s.inbox for s in stored if s.inbox is not None]
     callback = started([by_email.get(i.email, i) for i in inboxes]) if started else None
     remaining = max(deadline - time.monotonic(), 0.1)
-    results = iter(
-        await probe_all(
-            inboxes, dataclasses.replace(options, timeout=remaining), on_inbox_done=callback
-        )
-    )
+    results = iter(await probe_all(inboxes, options, on_inbox_done=callback, time_left=remaining))
     for entry in stored:
         result = next(results) if entry.inbox is not None else _unusable(entry)
         result.name = entry.label  # scrubbed: a stored name may hold anything
