@@ -169,7 +169,7 @@ async def audit_inboxes(
         if against is not None:
             file_inbox = by_email.get(result.email)
             result.stages.append(
-                _drift_stage(entry, file_inbox, departments, against_files)
+                _drift_stage(entry, file_inbox, departments)
                 if file_inbox is not None
                 else _only_on_server(against_files)
             )
@@ -293,7 +293,7 @@ def _state_stage(entry: _Stored, result: InboxResult) -> StageResult:
     if state.active:
         return stage
     failures = _probe_failures(result)
-    stage.warn(_switched_off(entry.inbox, failures) if failures else _can_be_on(entry.inbox))
+    stage.warn(_switched_off(entry.inbox, failures) if failures else _can_be_on())
     return stage
 
 
@@ -328,7 +328,7 @@ def _switched_off(inbox: Inbox, failures: Sequence[StageResult]) -> Finding:
     )
 
 
-def _can_be_on(inbox: Inbox) -> Finding:
+def _can_be_on() -> Finding:
     return Finding(
         code="inactive-works",
         message="the inbox is inactive, but its SMTP and IMAP logins work now: "
@@ -340,16 +340,7 @@ def _can_be_on(inbox: Inbox) -> Finding:
     )
 
 
-def _files(against_files: Sequence[str]) -> str:
-    return ", ".join(against_files) or "the inbox files"
-
-
-def _drift_stage(
-    entry: _Stored,
-    file_inbox: Inbox,
-    departments: Mapping[str, str],
-    against_files: Sequence[str],
-) -> StageResult:
+def _drift_stage(entry: _Stored, file_inbox: Inbox, departments: Mapping[str, str]) -> StageResult:
     """Stage ``drift``: the stored inbox against the file's, field by field."""
     from provision.rocketchat.payload import diff_inbox, inbox_payload
 
@@ -379,7 +370,8 @@ def _drift_stage(
 def _only_on_server(against_files: Sequence[str]) -> StageResult:
     return StageResult(stage=Stage.DRIFT).fail(
         FailureClass.DRIFT,
-        f"only on the server: {_files(against_files)} describe no inbox with this address",
+        f"only on the server: {', '.join(against_files) or 'the inbox files'} describe no "
+        "inbox with this address",
         hint="add it to the file (provision export writes it), or delete it in Rocket.Chat",
     )
 
