@@ -32,6 +32,7 @@ from provision.cli_options import (
     JunitOpt,
     MetricsOpt,
     NoVerifyOpt,
+    QuietOpt,
     Run,
     ServeOpt,
     ServerOpt,
@@ -365,7 +366,7 @@ async def _set(
         )
 
 
-@app.command(name="audit", cls=FastCommand)
+@app.command(name="audit", cls=FastCommand, **command_help("audit"))
 def audit_command(
     server: ServerOpt = None,
     emails: Annotated[
@@ -388,6 +389,7 @@ def audit_command(
         ),
     ] = None,
     json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
     strict: StrictOpt = False,
     timeout: TimeoutOpt = 120.0,
     step_timeout: StepTimeoutOpt = 10.0,
@@ -416,6 +418,7 @@ def audit_command(
     run = Run(
         files=None,
         json_output=json_output,
+        quiet=quiet,
         strict=strict,
         timeout=timeout,
         step_timeout=step_timeout,
@@ -427,7 +430,6 @@ def audit_command(
         verbose=verbose,
         junit=junit,
         cert_days=cert_days,
-        quiet=False,
     )
     if serve is not None or every is not None:
         # Credentials, URL and --against files are checked before listening (exit 2).
@@ -450,7 +452,7 @@ def audit_command(
         report = _run(coro, json_output, ci)
     except RocketChatCallError as exc:
         _rocketchat_error(exc, json_output, ci)
-    _emit(report, json_output, code=_finish_ci(ci, report))
+    _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
 
 
 async def _audit(
@@ -499,7 +501,7 @@ def _audit_inputs(
 def _rocketchat_error(exc: RocketChatCallError, json_output: bool, ci: CiOutputs) -> NoReturn:
     """Rocket.Chat could not be read at all: exit 20, the error on stderr (and as JSON)."""
     problem = ConfigProblem(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-    failed = ci.failed_input([problem], exit_code=int(ExitCode.ROCKETCHAT))
+    failed = ci.failed_input([problem], rocketchat=True)
     if failed:
         typer.echo(f"error: {failed}", err=True)
     typer.echo(f"error: {problem}", err=True)

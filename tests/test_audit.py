@@ -24,14 +24,14 @@ from typer.testing import CliRunner
 from provision.cli import app
 from provision.commands.audit import AuditTarget, audit_inboxes
 from provision.commands.set import SetOptions, set_inboxes
-from provision.errors import RocketChatAuthError
+from provision.errors import RocketChatAuthError, RocketChatCallError
 from provision.inbox import load_inboxes
 from provision.models import Inbox, ProbeOptions, Secret
 from provision.results import Action, ExitCode, FailureClass, InboxResult, Report, Stage, Status
 from provision.rocketchat.credentials import TokenAuth
 from provision.sandbox.ca import CertKind, SandboxCA
 from provision.sandbox.rocketchat import RunningRocketChat, start_rocketchat
-from tests.doubles.rocketchat_faults import FaultyRocketChat
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 from tests.servers.mailhost import MailHost
 
 #: One mail account per inbox, so each can be broken alone. Rocket.Chat lists by name.
@@ -439,21 +439,92 @@ async def test_the_command_line_drift_and_errors(world: World) -> None:
     assert doc["settings"]["against"] == [str(changed)]
     support = next(i for i in doc["inboxes"] if i["name"] == "Support")
     assert support["stages"][-1]["class"] == "drift"
+    as_text = await asyncio.to_thread(world.cli, "--against", str(changed))
+    assert as_text.exit_code == 18
+    assert "drift [smtp.password]: differs from" in as_text.stdout
+    assert "smtp.password: differs" in as_text.stdout
+    assert "steps: none" not in as_text.stdout  # Rocket.Chat's stages have no steps
 
     no_server = runner.invoke(app, ["audit"], env={"ROCKETCHAT_URL": ""})
     assert no_server.exit_code == 2
     missing_file = await asyncio.to_thread(world.cli, "--against", str(world.directory / "nope"))
     assert missing_file.exit_code == 2
+    junit, summary = world.directory / "bad.xml", world.directory / "bad.md"
+    summary.write_text("")
     bad_token = await asyncio.to_thread(
         runner.invoke,
         app,
-        ["audit", "--json"],
+        ["audit", "--json", "--junit", str(junit)],
         env={
             "ROCKETCHAT_URL": world.rocketchat.url,
             "ROCKETCHAT_USER_ID": world.user_id,
             "ROCKETCHAT_AUTH_TOKEN": "wrong-token",
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_STEP_SUMMARY": str(summary),
         },
     )
     assert bad_token.exit_code == 20, bad_token.stdout + bad_token.stderr
     assert json.loads(bad_token.stdout)["exit_code"] == 20
     assert "Traceback" not in bad_token.stdout + bad_token.stderr
+    # The CI outputs say what stopped the run, not "invalid input".
+    assert 'type="rocketchat"' in junit.read_text()
+    assert "Rocket.Chat could not be read (exit 20)" in summary.read_text()
+    assert "title=provision%3A Rocket.Chat could not be read" in bad_token.stderr
+
+
+async def test_stored_passwords_are_masked_in_later_rocketchat_errors(world: World) -> None:
+    """A server that echoes a stored password in a later answer: the error masks it."""
+    world.double.add_department("Support")
+    text = world.inbox_yaml(("Support",)).replace(
+        "    smtp:", "    department: Support\n    smtp:", 1
+    )
+    against = world.write("department.yaml", text)
+    echo = f"departments unavailable for {password('Support')}"
+    world.double.inject(
+        "GET", "/api/v1/livechat/department", Fault.unsuccessful(echo, status=400), times=5
+    )
+
+    with pytest.raises(RocketChatCallError) as caught:
+        await world.audit(against=against)
+
+    shown = f"{caught.value} {caught.value.message} {caught.value.error} {caught.value.hint}"
+    assert "departments unavailable for ***" in shown
+    assert password("Support") not in shown
+
+
+async def test_the_deadline_bounds_the_round_and_names_the_timeout(world: World) -> None:
+    """A stored inbox whose servers accept and then say nothing: the run's deadline ends it."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # never answer, never close (until the test ends)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    world.double.add_inbox(
+        {
+            "active": True,
+            "name": "Silent",
+            "email": "silent@example.com",
+            "smtp": {"server": "127.0.0.1", "port": port, "username": "s", "password": "p"}
+            | {"secure": False},
+            "imap": {"server": "127.0.0.1", "port": port, "username": "s", "password": "p"}
+            | {"secure": False, "maxRetries": 10},
+        }
+    )
+    options = ProbeOptions(ca_file=world.ca_file, step_timeout=20, timeout=1.5)
+    try:
+        report = await world.audit(options=options, emails=("silent@example.com",))
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+    (silent_inbox,) = report.inboxes
+    for probe in (Stage.SMTP, Stage.IMAP):
+        found = stage(silent_inbox, probe)
+        assert found.failure is FailureClass.DEADLINE, found
+        assert "overall deadline ran out" in (found.message or "")
+    assert report.elapsed_ms < 1.5 * 1000 + 2500  # the deadline plus the grace, at most
+    assert report.exit_code is ExitCode.TRANSIENT

@@ -21,7 +21,6 @@ taken from the server is scrubbed of them.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,20 +159,17 @@ async def audit_inboxes(
     inboxes = [s.inbox for s in stored if s.inbox is not None]
     callback = started([by_email.get(i.email, i) for i in inboxes]) if started else None
     remaining = max(deadline - time.monotonic(), 0.1)
-    results = iter(
-        await probe_all(
-            inboxes, dataclasses.replace(options, timeout=remaining), on_inbox_done=callback
-        )
-    )
+    results = iter(await probe_all(inboxes, options, on_inbox_done=callback, time_left=remaining))
     for entry in stored:
         result = next(results) if entry.inbox is not None else _unusable(entry)
+        result.name = entry.label  # scrubbed: a stored name may hold anything
         _place(result, by_email.get(result.email))
         result.rocketchat = entry.state
         result.stages.append(_state_stage(entry, result))
         if against is not None:
             file_inbox = by_email.get(result.email)
             result.stages.append(
-                _drift_stage(entry, file_inbox, departments, against_files)
+                _drift_stage(entry, file_inbox, departments)
                 if file_inbox is not None
                 else _only_on_server(against_files)
             )
@@ -197,7 +193,6 @@ async def _read(
     against: Sequence[Inbox] | None,
 ) -> tuple[list[_Stored], dict[str, str], str | None]:
     """Every stored inbox (in Rocket.Chat's order), the departments of ``against``, the version."""
-    from provision.commands.set import resolve_departments
     from provision.rocketchat.client import open_rocketchat
     from provision.rocketchat.transport import RocketChatOptions
 
@@ -207,15 +202,15 @@ async def _read(
             async with open_rocketchat(
                 target.server,
                 target.credentials,
-                RocketChatOptions(
-                    step_timeout=options.step_timeout,
-                    ca_file=options.ca_file,
-                    allow_http=target.allow_http,
-                ),
+                RocketChatOptions.like_probes(options, allow_http=target.allow_http),
                 deadline=deadline,
             ) as rc:
                 docs = await rc.list_inboxes(page_size=target.page_size)
-                departments = await resolve_departments(rc, against) if against else {}
+                departments: dict[str, str] = {}
+                if against:
+                    from provision.commands.set import resolve_departments
+
+                    departments = await resolve_departments(rc, against)
                 version = rc.info.version
     except TimeoutError:
         raise RocketChatUnavailableError(
@@ -249,7 +244,6 @@ def _shown(doc: Mapping[str, Any], value: Any) -> str | None:
 
 def _place(result: InboxResult, file_inbox: Inbox | None) -> None:
     """Name the inbox's place: its file and line when the files describe it, else none."""
-    result.name = _scrub_name(result.name)
     if file_inbox is not None:
         result.file, result.line = file_inbox.source.file, file_inbox.source.line
     else:
@@ -299,7 +293,7 @@ def _state_stage(entry: _Stored, result: InboxResult) -> StageResult:
     if state.active:
         return stage
     failures = _probe_failures(result)
-    stage.warn(_switched_off(entry.inbox, failures) if failures else _can_be_on(entry.inbox))
+    stage.warn(_switched_off(entry.inbox, failures) if failures else _can_be_on())
     return stage
 
 
@@ -334,7 +328,7 @@ def _switched_off(inbox: Inbox, failures: Sequence[StageResult]) -> Finding:
     )
 
 
-def _can_be_on(inbox: Inbox) -> Finding:
+def _can_be_on() -> Finding:
     return Finding(
         code="inactive-works",
         message="the inbox is inactive, but its SMTP and IMAP logins work now: "
@@ -346,16 +340,7 @@ def _can_be_on(inbox: Inbox) -> Finding:
     )
 
 
-def _files(against_files: Sequence[str]) -> str:
-    return ", ".join(against_files) or "the inbox files"
-
-
-def _drift_stage(
-    entry: _Stored,
-    file_inbox: Inbox,
-    departments: Mapping[str, str],
-    against_files: Sequence[str],
-) -> StageResult:
+def _drift_stage(entry: _Stored, file_inbox: Inbox, departments: Mapping[str, str]) -> StageResult:
     """Stage ``drift``: the stored inbox against the file's, field by field."""
     from provision.rocketchat.payload import diff_inbox, inbox_payload
 
@@ -368,7 +353,10 @@ def _drift_stage(
     if not changes:
         stage.message = f"as described in {where}"
         return stage
-    stage.facts["changes"] = [c.drift_json() for c in changes]
+    stage.facts["changes"] = [
+        {k: _scrubbed(entry.doc, v) if isinstance(v, str) else v for k, v in c.drift_json().items()}
+        for c in changes
+    ]
     listed = _scrubbed(entry.doc, ", ".join(c.as_drift() for c in changes))
     return stage.fail(
         FailureClass.DRIFT,
@@ -382,7 +370,8 @@ def _drift_stage(
 def _only_on_server(against_files: Sequence[str]) -> StageResult:
     return StageResult(stage=Stage.DRIFT).fail(
         FailureClass.DRIFT,
-        f"only on the server: {_files(against_files)} describe no inbox with this address",
+        f"only on the server: {', '.join(against_files) or 'the inbox files'} describe no "
+        "inbox with this address",
         hint="add it to the file (provision export writes it), or delete it in Rocket.Chat",
     )
 

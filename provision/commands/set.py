@@ -109,11 +109,7 @@ async def set_inboxes(
         async with open_rocketchat(
             target.server,
             target.credentials,
-            RocketChatOptions(
-                step_timeout=options.step_timeout,
-                ca_file=options.ca_file,
-                allow_http=target.allow_http,
-            ),
+            RocketChatOptions.like_probes(options, allow_http=target.allow_http),
             deadline=deadline,
         ) as rc:
             info = rc.info
