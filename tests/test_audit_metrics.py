@@ -56,6 +56,29 @@ async def test_audit_metrics_carry_the_reports_values_and_rocketchats_state(
     assert _value(samples, "provision_probe_up", **sales, stage="imap") == 0
 
 
+async def test_audit_against_files_gives_a_drift_gauge(world: World, tmp_path: Path) -> None:
+    world.env["NEW_SUPPORT_PW"] = "another-password-9"
+    changed = world.write(
+        "changed.yaml", world.inbox_yaml(Support={"smtp_password": "NEW_SUPPORT_PW"})
+    )
+    out = tmp_path / "audit.prom"
+    result = await asyncio.to_thread(
+        world.cli, "--against", str(changed), "--json", "--metrics", str(out)
+    )
+    assert result.exit_code == 18, result.stdout + result.stderr
+    text = out.read_text()
+    assert "another-password-9" not in text
+    samples = _samples(text)
+    drifted = {
+        name: _value(
+            samples, "provision_inbox_drift", command="audit", inbox=name, email=email(name)
+        )
+        for name in NAMES
+    }
+    assert drifted == {"Billing": 0, "Helpdesk": 0, "Sales": 0, "Support": 1}
+    assert _value(samples, "provision_last_run_exit_code", command="audit") == 18
+
+
 async def test_audit_metrics_say_so_when_rocketchat_refuses(world: World, tmp_path: Path) -> None:
     """Rocket.Chat cannot be read (a wrong token): exit 20, and the metrics file says so
     instead of keeping an older run's good news."""

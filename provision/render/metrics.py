@@ -42,6 +42,8 @@ METRIC_NAMES: dict[str, str] = {
     "--strict), else 0.",
     "provision_rocketchat_inbox_active": "1 if Rocket.Chat has the inbox switched on, 0 if "
     "it is inactive (audit only).",
+    "provision_inbox_drift": "1 if the stored inbox differs from the inbox files, is only "
+    "on the server or only in the files, else 0 (audit --against only).",
     "provision_last_run_timestamp_seconds": "When the run finished, as a Unix timestamp.",
     "provision_last_run_duration_seconds": "How long the run took, in seconds.",
     "provision_last_run_success": "1 if the run's exit code was 0, else 0.",
@@ -98,6 +100,7 @@ class ReportCollector:
         expiry = family("provision_certificate_expiry_timestamp_seconds", _STAGE_LABELS)
         inbox_up = family("provision_inbox_up", _INBOX_LABELS)
         active = family("provision_rocketchat_inbox_active", _INBOX_LABELS)
+        drift = family("provision_inbox_drift", _INBOX_LABELS)
         for inbox in report.inboxes:
             who = [command, inbox.name, inbox.email]
             for stage in inbox.stages:
@@ -118,7 +121,10 @@ class ReportCollector:
                 inbox_up.add_metric(who, 0.0 if status is Status.FAILED else 1.0)
             if inbox.rocketchat is not None:  # audit's: what Rocket.Chat says of it
                 active.add_metric(who, 1.0 if inbox.rocketchat.active else 0.0)
-        yield from (up, duration, warnings, failure, expiry, inbox_up, active)
+            for stage in inbox.stages:
+                if stage.stage is Stage.DRIFT:  # audit --against: file versus server
+                    drift.add_metric(who, 1.0 if stage.status is Status.FAILED else 0.0)
+        yield from (up, duration, warnings, failure, expiry, inbox_up, active, drift)
 
         def run(name: str, value: float) -> GaugeMetricFamily:
             metric = family(name, ("command",))
