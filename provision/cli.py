@@ -363,7 +363,7 @@ def discover_command(
         _usage_error(str(exc), json_output)
     except ConfigError as exc:
         _config_error(exc.problems, json_output)
-    typer.echo(render_discover_table(result), err=True)
+    _say(render_discover_table(result))
     if result.login is not None and not result.login.ok:
         from provision.render.text import render_text
 
@@ -459,7 +459,7 @@ def export_command(
     except ConfigError as exc:
         _config_error(exc.problems, False)
     except RocketChatCallError as exc:
-        typer.echo(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), err=True)
+        _say(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
         raise typer.Exit(int(ExitCode.ROCKETCHAT)) from None
     shown = str(output) if output is not None else "<stdout>"
     if output is None:
@@ -473,9 +473,9 @@ def export_command(
             reason = exc.strerror or type(exc).__name__
             _config_error([ConfigProblem(f"cannot write: {reason}", file=str(output))], False)
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        _say(f"warning: {warning}")
     for problem in result.problems:
-        typer.echo(f"warning: {dataclasses.replace(problem, file=shown)}", err=True)
+        _say(f"warning: {dataclasses.replace(problem, file=shown)}")
     if result.problems:
         typer.echo("warning: edit these fields before `provision set` accepts the file", err=True)
     typer.echo(
@@ -518,7 +518,7 @@ def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs) ->
     except ConfigError as exc:
         failed = ci.failed_input(exc.problems)
         if failed:
-            typer.echo(f"error: {failed}", err=True)
+            _say(f"error: {failed}")
         _config_error(exc.problems, json_output)
 
 
@@ -527,7 +527,7 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
     failed = ci.finish(report)
     if not failed:
         return None
-    typer.echo(f"error: {failed}", err=True)
+    _say(f"error: {failed}")
     # The JUnit file was asked for: a run that passed without it is a usage failure.
     return int(report.exit_code) or int(ExitCode.USAGE)
 
@@ -548,13 +548,20 @@ def _color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
+def _say(text: str) -> None:
+    """Write a line to stderr with any control character from input or servers escaped."""
+    from provision.render.terminal import safe_text
+
+    typer.echo(safe_text(text), err=True)
+
+
 def _usage_error(message: str, json_output: bool) -> NoReturn:
     _config_error([ConfigProblem(message)], json_output)
 
 
 def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
     for problem in problems:
-        typer.echo(f"error: {problem}", err=True)
+        _say(f"error: {problem}")
     if json_output:
         from provision.render.json import render_problems_json
 
@@ -568,6 +575,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+
+    def format(self, record: logging.LogRecord) -> str:
+        from provision.render.terminal import safe_text
+
+        return safe_text(super().format(record))
 
     @property
     def stream(self) -> Any:
