@@ -30,6 +30,7 @@ from provision.errors import (
     RocketChatTlsError,
     RocketChatUnavailableError,
 )
+from provision.results import FailureClass
 from provision.rocketchat.credentials import check_url
 from provision.rocketchat.replies import Scrubber, interpret, wait_told
 from provision.tls import verifying_context
@@ -273,7 +274,7 @@ class Transport:
                     finally:
                         await response.aclose()
             except httpx.HTTPError as exc:
-                raise self._transport_error(exc, method, path, request.url.host) from exc
+                raise self._transport_error(exc, method, path, request.url) from exc
             except TimeoutError:
                 raise self.errors.error(
                     RocketChatUnavailableError,
@@ -339,15 +340,15 @@ class Transport:
         )
 
     def _transport_error(
-        self, exc: httpx.HTTPError, method: str, path: str, host: str
+        self, exc: httpx.HTTPError, method: str, path: str, url: httpx.URL
     ) -> RocketChatCallError:
         """Translate an httpx exception; its text never holds headers or bodies."""
-        tls = classify_tls_error(exc, server=host)
+        tls = classify_tls_error(exc, server=url.host)
         if tls is not None:
             error: RocketChatCallError = self.errors.error(
                 RocketChatTlsError,
                 f"TLS with Rocket.Chat failed: {tls.message}",
-                hint="pass the CA that signed the server certificate with --ca-file",
+                hint=_tls_hint(tls.cls, self.http.base_url),
                 method=method,
                 path=path,
             )
@@ -366,3 +367,24 @@ class Transport:
             path=path,
         )
         return error
+
+
+def _tls_hint(failure: FailureClass, base: httpx.URL) -> str:
+    """What fixes a failed handshake with Rocket.Chat: the class decides, not one advice."""
+    if failure is FailureClass.TLS_ON_PLAINTEXT_PORT:
+        # "wrong version number": the port answered the ClientHello in plain HTTP, as
+        # Rocket.Chat's own port 3000 does behind no proxy.
+        port = base.port or 443
+        plain = base.copy_with(scheme="http", port=port)
+        return (
+            f"the server answers plain HTTP on port {port}, not HTTPS: use "
+            f"{str(plain).rstrip('/')} (with --allow-http unless it is on this machine; "
+            "the token then travels in clear), or the HTTPS address of its proxy"
+        )
+    if failure is FailureClass.CERT_HOSTNAME:
+        return "use the host name the certificate is issued for in the server URL"
+    if failure is FailureClass.CERT_EXPIRED:
+        return "the server's certificate is expired (or not yet valid): renew it"
+    if failure is FailureClass.TLS_PROTOCOL:
+        return "the server offers no TLS 1.2 or newer with a common cipher; update its TLS setup"
+    return "pass the CA that signed the server certificate with --ca-file"
