@@ -572,10 +572,6 @@ def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-
     def format(self, record: logging.LogRecord) -> str:
         from provision.render.terminal import safe_text
 
@@ -591,13 +587,22 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _setup_logging(verbose: bool) -> None:
-    """``-v``: provision's own loggers to stderr (one handler, however often called)."""
+    """provision's own warnings to stderr (a rate-limit wait); ``-v``: everything, timed.
+
+    One handler, however often called.
+    """
     logger = logging.getLogger("provision")
-    if not verbose:
-        return
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler())
-    logger.setLevel(logging.DEBUG)
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        logger.addHandler(handler)
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger.setLevel(logging.DEBUG)
+    else:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.setLevel(logging.NOTSET)
 
 
 def main() -> None:

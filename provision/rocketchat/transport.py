@@ -192,12 +192,15 @@ class Transport:
         json_body: Any = None,
         auth: bool = True,
         attempts: int | None = None,
+        rate_limit_waits: int = _MAX_RATE_LIMIT_WAITS,
     ) -> dict[str, Any]:
         """One API call with retries (5xx/transport) and rate-limit waits.
 
-        ``attempts`` of 1 disables the 5xx retry (writes); 429 is always waited out
-        when the reset fits the deadline, because a limited request was not processed
-        (spec §1.1: the limiter runs before the handler).
+        ``attempts`` of 1 disables the 5xx retry (writes); 429 is waited out (at most
+        ``rate_limit_waits`` times) when the reset fits the deadline, because a limited
+        request was not processed (spec §1.1: the limiter runs before the handler).
+        Each wait is announced with one warning on the ``provision.rocketchat`` logger
+        (the command line shows it on stderr): a silent minute looks like a hang.
         """
         tries = attempts or self.retry.attempts
         attempt = 0
@@ -208,12 +211,13 @@ class Transport:
                 response = await self._send(method, path, params, json_body, auth=auth)
                 return interpret(self.errors, method, path, response, token_auth=self.token_auth)
             except RocketChatRateLimitedError as exc:
-                wait = self._rate_limit_wait(exc)
-                if waits >= _MAX_RATE_LIMIT_WAITS or wait is None:
+                planned = self._rate_limit_wait(exc)
+                if waits >= rate_limit_waits or planned is None:
                     raise
+                wait, source = planned
                 waits += 1
                 attempt -= 1
-                logger.debug("rate limited on %s %s; waiting %.2f s", method, path, wait)
+                logger.warning("Rocket.Chat rate limit: waiting %.1f s (%s)", wait, source)
                 await self.sleep(wait)
             except RocketChatUnavailableError:
                 delay = self.backoff(attempt)
@@ -222,21 +226,22 @@ class Transport:
                 logger.debug("%s %s failed; retrying in %.2f s", method, path, delay)
                 await self.sleep(delay)
 
-    def _rate_limit_wait(self, exc: RocketChatRateLimitedError) -> float | None:
-        """Seconds to wait for the reset, or ``None`` when it does not fit."""
+    def _rate_limit_wait(self, exc: RocketChatRateLimitedError) -> tuple[float, str] | None:
+        """Seconds to wait for the reset and what said so, or ``None`` when it does not fit."""
         seconds: float | None = None
+        source = "X-RateLimit-Reset"
         if exc.reset_at is not None:
             seconds = exc.reset_at - time.time()
         relative = wait_told(exc.error)
         # "You must wait N seconds" is relative: trust it over a skewed clock.
         if relative is not None and (seconds is None or not 0 <= seconds <= relative + 1):
-            seconds = relative
+            seconds, source = relative, "the server's 'You must wait' message"
         if seconds is None:
             return None
         seconds = max(seconds, 0.0) + _RESET_MARGIN
         if seconds > self.retry.max_rate_limit_wait or not self.fits(seconds):
             return None
-        return seconds
+        return seconds, source
 
     async def _send(
         self,
