@@ -96,7 +96,20 @@ def test_leading_zero_in_json_text_is_caught_whatever_parser_reads_it(tmp_path: 
 
     assert yaml_error["field"] == "smtp.port"
     assert "reads 0465 as octal 309; write 465" in yaml_error["message"]
-    assert json_error["message"].startswith("invalid JSON")
+    assert json_error["message"] == (
+        "invalid JSON at column 137: port: 0465 has a leading zero, which JSON does not allow; "
+        "write 465"
+    )
+
+
+def test_leading_zero_password_in_json_is_not_shown(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.json"
+    path.write_text('{"smtp": {"password": 0123456}}')
+
+    error = only_error(str(path))
+
+    assert "0123456" not in error["message"]
+    assert error["message"].endswith("password: a number with a leading zero; write it in quotes")
 
 
 def test_quoted_leading_zero_stays_a_type_error(tmp_path: Path) -> None:
