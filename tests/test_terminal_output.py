@@ -169,3 +169,23 @@ def test_input_error_with_escapes_in_a_key_is_escaped(tmp_path: Path) -> None:
     assert "x\\x1b]0;pwned\\x07: unknown key" in text.stderr
     fields = [error["field"] for error in json.loads(as_json.stdout)["errors"]]
     assert f"x{OSC}" in fields
+
+
+def test_safe_data_copies_only_what_needs_escaping() -> None:
+    from provision.render.terminal import safe_data
+    from provision.results import InboxResult, Report, Stage, StageResult
+
+    clean = InboxResult(name="Support", email="s@example.com")
+    dirty = InboxResult(name=NAME, email="d@example.com")
+    dirty.stages.append(StageResult(stage=Stage.SMTP, facts={"greeting": f"220 {OSC}"}))
+    report = Report(command="check", inboxes=[clean, dirty])
+
+    assert safe_data(Report(command="check", inboxes=[clean])).inboxes[0] is clean
+    shown = safe_data(report)
+
+    assert shown is not report
+    assert shown.inboxes[0] is clean  # nothing to escape: not copied
+    assert shown.inboxes[1].name == safe_text(NAME)
+    assert shown.inboxes[1].stages[0].facts["greeting"] == "220 \\x1b]0;pwned\\x07"
+    assert dirty.name == NAME  # the report itself is left as it was
+    assert dirty.stages[0].facts["greeting"] == f"220 {OSC}"

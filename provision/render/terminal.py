@@ -48,22 +48,43 @@ def safe_data(value: _T) -> _T:
     return _safe(value)  # type: ignore[no-any-return]
 
 
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _init_fields(kind: type) -> tuple[str, ...] | None:
+    """The fields ``dataclasses.replace`` takes, or None for a type that is no dataclass."""
+    if kind not in _FIELDS:
+        is_data = dataclasses.is_dataclass(kind)
+        _FIELDS[kind] = (
+            tuple(spec.name for spec in dataclasses.fields(kind) if spec.init) if is_data else None
+        )
+    return _FIELDS[kind]
+
+
 def _safe(value: Any) -> Any:
+    """``value`` itself when nothing in it needs escaping (the usual case, and cheap),
+    else a copy with every string escaped."""
     if isinstance(value, Enum):
         return value
     if isinstance(value, str):
-        return safe_text(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {
-            spec.name: _safe(getattr(value, spec.name))
-            for spec in dataclasses.fields(value)
-            if spec.init
-        }
-        return dataclasses.replace(value, **changes)
+        return safe_text(value) if _UNSAFE.search(value) else value
+    names = _init_fields(type(value))
+    if names is not None:
+        changes = {}
+        for name in names:
+            item = getattr(value, name)
+            cleaned = _safe(item)
+            if cleaned is not item:
+                changes[name] = cleaned
+        return dataclasses.replace(value, **changes) if changes else value
     if isinstance(value, dict):
-        return {_safe(key): _safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_safe(item) for item in value]
-    if type(value) is tuple:
-        return tuple(_safe(item) for item in value)
+        pairs = [(_safe(key), _safe(item), key, item) for key, item in value.items()]
+        if all(k is key and v is item for k, v, key, item in pairs):
+            return value
+        return {k: v for k, v, _, _ in pairs}
+    if isinstance(value, list | tuple):
+        items = [_safe(item) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
     return value
