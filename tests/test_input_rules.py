@@ -223,3 +223,27 @@ def test_inbox_names_in_json_and_junit_errors_are_unquoted(tmp_path: Path) -> No
     [case] = ET.parse(junit).getroot().iter("testcase")  # noqa: S314 (our own output)
     assert case.get("classname") == "Typo key"
     assert f"{path}:15: inbox 'Typo key': x: unknown key" in text.stderr  # text quotes it
+
+
+def test_a_file_that_turns_into_a_fifo_after_the_check_is_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "swapped.yaml"
+    os.mkfifo(fifo)
+    # The read itself, past the stat check (as if the file was swapped in between).
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from provision.inbox.read import ReadError, _read_bytes\n"
+        "try:\n"
+        "    _read_bytes(Path(sys.argv[1]))\n"
+        "except ReadError as exc:\n"
+        "    print(exc.message)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+    assert out.strip() == "not a regular file"

@@ -99,8 +99,13 @@ def read_file_reference(name: str, base_dir: Path) -> str:
 
 
 def _read_bytes(path: Path) -> bytes:
+    # O_NONBLOCK: should the file have become a FIFO since it was checked, opening
+    # it does not wait for a writer; fstat then refuses it (regular files ignore the flag).
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        with path.open("rb") as handle:
+        with os.fdopen(os.open(path, flags), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ReadError("not a regular file")
             data = handle.read(_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ReadError("no such file") from None
