@@ -587,7 +587,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def format(self, record: logging.LogRecord) -> str:
         from provision.render.terminal import safe_text
 
-        return safe_text(super().format(record))
+        text = safe_text(super().format(record))
+        # On a terminal, first erase a progress line ("[10/10] probed; submitting...").
+        return "\r\x1b[K" + text if _is_terminal(sys.stderr) else text
 
     @property
     def stream(self) -> Any:
@@ -596,6 +598,13 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -149,3 +149,28 @@ def test_429_hint_for_an_anonymous_route_says_the_permission_cannot_help() -> No
 
     assert "api-bypass-rate-limit does not apply" in (caught.value.hint or "")
     assert "Rate Limiter" in (caught.value.hint or "")
+
+
+def test_wait_line_on_a_terminal_erases_the_progress_line_first() -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, provision.cli as cli\n"
+        "cli._setup_logging(False)\n"
+        "logging.getLogger('provision.rocketchat').warning("
+        "'Rocket.Chat rate limit: waiting %.1f s (%s)', 2.0, 'X-RateLimit-Reset\\x1b[31m')\n"
+    )
+    leader, follower = pty.openpty()  # a real terminal on stderr
+    try:
+        subprocess.run([sys.executable, "-c", code], stderr=follower, timeout=30, check=True)
+        written = os.read(leader, 4096)
+    finally:
+        os.close(follower)
+        os.close(leader)
+
+    assert written == (
+        b"\r\x1b[KRocket.Chat rate limit: waiting 2.0 s (X-RateLimit-Reset\\x1b[31m)\r\n"
+    )
