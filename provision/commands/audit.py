@@ -13,9 +13,9 @@ concurrency bound and deadline as ``check``), then add per inbox:
 
 An inbox only in the files, or an asked-for address Rocket.Chat does not store, gets a
 result of its own. Drift fails with exit 18, which yields to every probe failure
-(``InboxResult.exit_code``). The stored passwords stay in memory: they are
-:class:`~provision.models.Secret` s from the moment the answer is read, and every text
-taken from the server is scrubbed of them.
+(``InboxResult.exit_code``). The stored passwords stay in memory: the documents are
+kept only for the comparison, the probes get them as ``Secret`` objects, and every text
+taken from the server is scrubbed of them (the client's error texts too).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Inboxes as Rocket.Chat stores them (``email-inbox.list``) -> the inbox file's shape, and
--> validated :class:`~provision.models.Inbox` es by the same rules as a file.
+-> validated ``Inbox`` objects by the same rules as a file.
 
 ``export`` writes the shape without passwords; ``audit`` loads it with them, so a stored
 inbox is probed exactly as the same inbox read from a file. Passwords stay in memory:
-they become :class:`~provision.models.Secret` s and no problem message shows them.
+they become ``Secret`` objects and no problem message shows them.
 """
 
 from __future__ import annotations
