@@ -111,6 +111,8 @@ def check(
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
     if serve is not None or every is not None:
+        if "-" in (run.files or []):
+            _usage_error("--serve reads the inbox files each round: give files, not '-'", False)
         others = {"--offline": offline, "--metrics": metrics is not None}
         _watch(
             run,

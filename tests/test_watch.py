@@ -183,6 +183,13 @@ def test_bad_serve_options_are_exit_2(tmp_path: Path, args: list[str], message: 
     assert "serving" not in result.stderr
 
 
+def test_standard_input_cannot_be_served(tmp_path: Path) -> None:
+    inbox = _closed_port_inbox(tmp_path).read_text()
+    result = runner.invoke(app, ["check", "-", "--serve", "127.0.0.1:0"], input=inbox)
+    assert result.exit_code == 2
+    assert "give files, not '-'" in result.stderr
+
+
 def test_bad_input_is_exit_2_before_listening(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"name: X\nemail: nope\nsmtp: {{password: {CANARY}}}\n")
