@@ -255,7 +255,7 @@ def _watch(
         command=command,
         every=interval,
         deadline=run.timeout,
-        log=lambda line: typer.echo(line, err=True),
+        log=_say,  # control characters from input (a bad file's problems) escaped
     )
     _small_tls_buffers()
     try:

@@ -517,3 +517,34 @@ async def test_sigint_between_rounds_stops_it_cleanly(tmp_path: Path) -> None:
     assert child.returncode == 0, err
     assert "stopped by SIGINT after 1 rounds" in err
     assert "Traceback" not in err
+
+
+async def test_a_file_broken_mid_run_is_a_round_error_logged_without_control_characters(
+    tmp_path: Path,
+) -> None:
+    """Files are read again each round: one broken since the start keeps the last round
+    served, counts an error, and its problem is logged with control characters escaped."""
+    source = _closed_port_inbox(tmp_path)
+    child, port, early = await _start(
+        "check", str(source), "--serve", "127.0.0.1:0", "--every", "0.1s", cwd=tmp_path
+    )
+    try:
+        await _poll(port, lambda s: _rounds(s) >= 1)
+        broken = json.loads(source.read_text())
+        broken["name"] = "Evil \x1b]0;retitled\x07"
+        broken["smtp"]["port"] = "25"  # a port as text: a bad-input problem
+        source.write_text(json.dumps(broken))
+        errors = await _poll(
+            port, lambda s: _get(s, "provision_exporter_round_errors_total", command="check") >= 1
+        )
+    finally:
+        _, err = await _stop(child, signal.SIGTERM)
+    assert child.returncode == 0, err
+    closed = {"command": "check", "inbox": "Closed", "email": "closed@example.com"}
+    assert _get(errors, "provision_inbox_up", **closed) == 0  # the last good round, kept
+    logged = "".join(early) + err
+    assert "bad input, last round kept" in logged
+    assert "inbox 'Evil \\x1b]0;retitled\\x07': smtp.port" in logged
+    assert "\x1b" not in logged
+    assert "\x07" not in logged
+    assert CANARY not in logged
