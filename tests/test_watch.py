@@ -548,3 +548,27 @@ async def test_a_file_broken_mid_run_is_a_round_error_logged_without_control_cha
     assert "\x1b" not in logged
     assert "\x07" not in logged
     assert CANARY not in logged
+
+
+async def test_many_rounds_leave_no_descriptor_behind(tmp_path: Path) -> None:
+    """A long-lived exporter: 40 real check rounds (ports refused at once) and 40 scrapes
+    leave the process with the descriptors it had after the first round."""
+    inboxes = load_inboxes([str(_closed_port_inbox(tmp_path))]).inboxes
+    options = ProbeOptions(step_timeout=2, timeout=10)
+
+    async def one_round() -> Report:
+        return await check(inboxes, options)
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    exporter, _ = _exporter(one_round, every=0.001)
+    async with _running(exporter) as port:
+        await _until(exporter, lambda: exporter.completed >= 1)
+        await _metrics(port)
+        before = descriptors()
+        for _ in range(40):
+            await _metrics(port)
+        await _until(exporter, lambda: exporter.completed >= 41)
+        after = descriptors()
+    assert after <= before + 6, (before, after)  # a round in flight at most, not 40 leaks
