@@ -159,15 +159,18 @@ def machine() -> str:
         text=True,
         check=False,
     ).stdout.strip()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     versions = tool_versions()
     return (
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {cpu}, {cores} cores (load {load} "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {cpu}, {cores} cores (load {_load()} "
         f"at the start); {platform.python_implementation()} {platform.python_version()}, "
         f"{ssl.OPENSSL_VERSION}; {platform.system()} {platform.release()}; provision "
         f"{commit or 'unknown'}{' with local changes' if dirty else ''}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
     )
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def tool_versions() -> dict[str, str]:
@@ -698,7 +701,9 @@ def main() -> int:
     text = "\n\n".join(
         [
             "## Benchmark",
-            f"{head}. Command: `python bench/run.py` ({took:.0f} s).",
+            f"{head}. Command: `python bench/run.py` ({took:.0f} s; load {_load()} at the "
+            "end). The machine is shared: the minimums are the runs least disturbed, the CPU "
+            "times do not depend on the load.",
             *report.sections,
             "### Goals (issue 13)\n\n" + "\n".join(f"- {g}" for g in report.goals),
         ]
