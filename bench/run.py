@@ -694,9 +694,13 @@ def main() -> int:
         workdir = Path(tmp)
         workdir.chmod(0o755)
         with real_servers(workdir) as target:
-            section_startup(report, max(1, args.startup_runs), target)
-            section_loopback(report, max(1, args.runs), target)
-            section_proxy(report, max(1, args.runs), max(1, args.batch_runs), target)
+            try:
+                section_startup(report, max(1, args.startup_runs), target)
+                section_loopback(report, max(1, args.runs), target)
+                section_proxy(report, max(1, args.runs), max(1, args.batch_runs), target)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                print(f"bench: {exc}", file=sys.stderr)
+                return 1
     took = time.perf_counter() - started
     text = "\n\n".join(
         [
