@@ -706,8 +706,8 @@ def main() -> int:
         [
             "## Benchmark",
             f"{head}. Command: `python bench/run.py` ({took:.0f} s; load {_load()} at the "
-            "end). The machine is shared: the minimums are the runs least disturbed, the CPU "
-            "times do not depend on the load.",
+            "end). The machine is shared: the minimums are the runs least disturbed; the CPU "
+            "times depend less on the load than the wall times.",
             *report.sections,
             "### Goals (issue 13)\n\n" + "\n".join(f"- {g}" for g in report.goals),
         ]
