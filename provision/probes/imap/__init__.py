@@ -5,7 +5,8 @@ Rocket.Chat reads an email inbox with node-imap 0.8.19 configured from the inbox
 ``rejectUnauthorized: false`` and no SNI; ``secure: false`` is plaintext and never
 STARTTLS (node-imap's ``autotls`` defaults to ``never``). It sends ``LOGIN "user"
 "password"`` (never AUTHENTICATE), gives up 10 s into connecting and 5 s after
-connecting if not logged in, opens INBOX read-write and searches ``UNSEEN SINCE``.
+connecting if not logged in, opens INBOX read-write and searches ``UNSEEN SINCE``
+(the probe searches from the epoch: the same search counts every unseen message).
 
 The probe walks the same path, one recorded step each: ``resolve``, ``connect``,
 ``tls`` (secure only), ``greeting``, ``capabilities``, ``auth``, ``mailbox``, ``quit``.
@@ -54,7 +55,8 @@ async def probe_imap(inbox: Inbox, options: ProbeOptions, *, deadline: float) ->
         :class:`~provision.results.FailureClass`, the server's (scrubbed) text, a hint
         and the setting to change. Facts: ``plan``, ``address``, ``tls``,
         ``certificate_verified``, ``greeting``, ``capabilities``,
-        ``capabilities_after_login``, ``idle``, ``preauth``, ``exists``, ``unseen``,
+        ``capabilities_after_login``, ``idle``, ``preauth``, ``exists``, ``unseen`` (every
+        unseen message in INBOX), ``notes`` (what Rocket.Chat will import, polling),
         ``confirmed_mode``.
 
     Network, protocol and authentication outcomes never raise; a bug does.
