@@ -16,7 +16,7 @@ from provision.probes.imap import probe_imap
 from provision.render.text import render_text
 from provision.results import InboxResult, Report, StageResult, Status
 from provision.sandbox.imapd import start_imap_server
-from tests.servers.imap_misbehaving import Script, start_scripted_server
+from tests.servers.imap_misbehaving import Script, ScriptedImapServer, start_scripted_server
 
 USER = "support@example.com"
 PASSWORD = "canary-Pw-import-51"
@@ -82,11 +82,7 @@ async def test_import_count_of_an_empty_inbox_is_zero() -> None:
 
 
 async def test_search_counts_every_unseen_message_in_node_imaps_date_form() -> None:
-    server = await start_scripted_server("healthy")
-    try:
-        result = await _probe(server.port)
-    finally:
-        await server.close()
+    server, result = await _probe_scripted("healthy")
 
     search = next(line for line in server.lines if b" SEARCH " in line)
     # node-imap's criteria and date form (day not zero-padded), from the epoch on.
@@ -96,11 +92,7 @@ async def test_search_counts_every_unseen_message_in_node_imaps_date_form() -> N
 
 
 async def test_without_idle_the_report_says_rocketchat_polls() -> None:
-    server = await start_scripted_server("preauth")  # CAPABILITY IMAP4rev1, no IDLE
-    try:
-        result = await _probe(server.port)
-    finally:
-        await server.close()
+    _, result = await _probe_scripted("preauth")  # CAPABILITY IMAP4rev1, no IDLE
 
     assert result.facts["idle"] is False
     notes = result.facts["notes"]
@@ -117,16 +109,20 @@ async def test_esearch_count_keeps_a_huge_inbox_within_the_reply_caps() -> None:
             "SEARCH": b'* ESEARCH (TAG "{tag}") COUNT 200000\r\n{tag} OK done\r\n',
         }
     )
-    server = await start_scripted_server(script)
-    try:
-        result = await _probe(server.port)
-    finally:
-        await server.close()
+    server, result = await _probe_scripted(script)
 
     search = next(line for line in server.lines if b" SEARCH " in line)
     assert search.split(b" ", 1)[1] == b"SEARCH RETURN (COUNT) UNSEEN SINCE 1-Jan-1970\r\n"
     assert result.status is Status.WARNING, result.to_json()  # plaintext only
     assert result.facts["unseen"] == 200_000
+
+
+async def _probe_scripted(script: Script | str) -> tuple[ScriptedImapServer, StageResult]:
+    server = await start_scripted_server(script)
+    try:
+        return server, await _probe(server.port)
+    finally:
+        await server.close()
 
 
 def _report(stage: StageResult) -> Report:

@@ -23,6 +23,7 @@ only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import aioimaplib
 
@@ -41,13 +42,20 @@ _LOG_FILTER = SecretsFilter()
 logging.getLogger(aioimaplib.__name__ + ".aioimaplib").addFilter(_LOG_FILTER)
 
 
-async def probe_imap(inbox: Inbox, options: ProbeOptions, *, deadline: float) -> StageResult:
+async def probe_imap(
+    inbox: Inbox,
+    options: ProbeOptions,
+    *,
+    deadline: float,
+    then: Callable[[ImapRun], Awaitable[None]] | None = None,
+) -> StageResult:
     """Log in to the inbox's IMAP server the way Rocket.Chat would.
 
     Args:
         inbox: the inbox; only ``inbox.imap`` is used.
         options: step cap, CA file for the certificate check.
         deadline: event-loop time at which the whole run ends.
+        then: more work in the selected INBOX before LOGOUT (``check --round-trip``).
 
     Returns:
         The ``imap`` stage: passed, passed with warnings (plaintext credentials, an
@@ -62,7 +70,7 @@ async def probe_imap(inbox: Inbox, options: ProbeOptions, *, deadline: float) ->
     Network, protocol and authentication outcomes never raise; a bug does.
     """
     rec = Recorder(stage=Stage.IMAP, deadline=deadline, step_timeout=options.step_timeout)
-    run = ImapRun(rec, inbox.imap, options)
+    run = ImapRun(rec, inbox.imap, options, then=then)
     try:
         with _LOG_FILTER.guarding(inbox.imap.password):
             await run.run()

@@ -40,6 +40,7 @@ __all__ = [
     "response_code",
     "search_failure",
     "search_hits",
+    "search_numbers",
     "select_failure",
     "service_of",
     "show_greeting",
@@ -116,11 +117,17 @@ def search_hits(lines: Sequence[bytes]) -> int:
         counted = _ESEARCH_COUNT.search(bytes(line))
         if counted:
             return int(counted.group(1))
-    hits = 0
-    for line in lines[:-1]:
-        words = bytes(line).split()
-        hits += sum(1 for word in words if word.isdigit())
-    return hits
+    return len(search_numbers(lines))
+
+
+def search_numbers(lines: Sequence[bytes]) -> list[str]:
+    """The numbers (sequence numbers or UIDs) of a ``* SEARCH`` reply; the tagged line is last."""
+    return [
+        word.decode("ascii")
+        for line in lines[:-1]
+        for word in bytes(line).split()
+        if word.isdigit()
+    ]
 
 
 #: The ``SINCE`` date of the probe's search: every message, so the hits are all unseen mail.

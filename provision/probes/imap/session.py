@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +84,17 @@ class _CertCheck:
 class ImapRun:
     """One probe of one inbox's IMAP settings; each method is one step."""
 
-    def __init__(self, rec: Recorder, imap: ImapSettings, options: ProbeOptions) -> None:
+    def __init__(
+        self,
+        rec: Recorder,
+        imap: ImapSettings,
+        options: ProbeOptions,
+        *,
+        then: Callable[[ImapRun], Awaitable[None]] | None = None,
+    ) -> None:
         self.rec = rec
+        #: More work in the selected INBOX before LOGOUT (the round trip's search and delete).
+        self.then = then
         self.imap = imap
         self.options = options
         self.facts = rec.result.facts
@@ -135,6 +144,8 @@ class ImapRun:
             else:
                 await self._login(capabilities)
             await self._mailbox()
+            if self.then is not None:
+                await self.then(self)
             await self._quit()
         finally:
             if self.early_confirm is not None and not self.early_confirm.done():
@@ -310,8 +321,7 @@ class ImapRun:
         (RFC 4731) it answers with the count alone, so a mailbox with 200,000 unseen
         messages stays within the reply caps of :mod:`.connection`.
         """
-        caps = self.facts.get("capabilities_after_login") or self.facts.get("capabilities", [])
-        if "ESEARCH" not in caps:
+        if "ESEARCH" not in self.capabilities:
             return self._new("SEARCH", "UNSEEN", "SINCE", since)
         return aioimaplib.Command(
             "SEARCH",
@@ -355,6 +365,33 @@ class ImapRun:
             await settle(self.sock)
 
     # ---- commands
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What the server offers now (after login, when it said so again)."""
+        caps = self.facts.get("capabilities_after_login") or self.facts.get("capabilities")
+        return list(caps or [])
+
+    async def execute(self, step: Step, name: str, *args: str, uid: bool = False) -> Any:
+        """One more command in the selected INBOX; its response (``result``, ``lines``).
+
+        Raises:
+            ProbeFailed: the connection closed or the reply could not be parsed.
+        """
+        untagged = "FETCH" if name == "STORE" else name
+        command = aioimaplib.Command(
+            name,
+            self._proto().new_tag(),
+            *args,
+            prefix="UID" if uid else None,
+            untagged_resp_name=untagged,
+            loop=self.loop,
+        )
+        return await self._command(command, step)
+
+    def reply(self, response: Any) -> str:
+        """The tagged line of a response, scrubbed for showing."""
+        return self._reply(response)
 
     def _proto(self) -> ImapProtocol:
         assert self.client is not None
