@@ -264,3 +264,50 @@ def test_offline_with_envelope_or_round_trip_is_a_usage_error(tmp_path: Path) ->
 
         assert result.exit_code == 2, result.output
         assert "--offline logs into nothing" in result.stderr
+
+
+async def test_set_envelope_refusal_writes_nothing_for_that_inbox(tmp_path: Path) -> None:
+    import dataclasses
+
+    from provision.commands.set import SetOptions, set_inboxes
+    from provision.inbox import load_inboxes
+    from provision.results import Action
+    from provision.rocketchat.credentials import TokenAuth
+    from provision.sandbox.runner import running_sandbox
+
+    server = await start_scripted_server(
+        Script(replies={"MAIL": OK_MAIL, "RCPT": POSTFIX_MISMATCH, "RSET": OK_RSET})
+    )
+    try:
+        async with running_sandbox(tmp_path / "box") as box:
+            first, second = load_inboxes([str(box.inbox_file)]).inboxes
+            refused = dataclasses.replace(
+                first,
+                smtp=dataclasses.replace(
+                    first.smtp, server="127.0.0.1", port=server.port, secure=False
+                ),
+            )
+            report = await set_inboxes(
+                [refused, second],
+                ProbeOptions(ca_file=box.ca_file, step_timeout=3, timeout=30, envelope=True),
+                SetOptions(
+                    server=box.rocketchat_url,
+                    credentials=TokenAuth(user_id=box.user_id, token=box.token),
+                ),
+            )
+            posted = [
+                r.body["email"] for r in box.rocketchat.requests_to("POST", "/api/v1/email-inbox")
+            ]
+    finally:
+        await server.close()
+
+    assert report.exit_code is ExitCode.MAILBOX
+    assert report.settings["envelope"] is True
+    assert report.inboxes[0].stages[0].failure is F.SENDER_REFUSED
+    assert report.inboxes[0].action is Action.SKIPPED
+    assert report.inboxes[1].action is Action.CREATED
+    assert posted == [second.email]
+    # The sandbox's own SMTP server took the envelope of the second inbox.
+    steps = [s.step for s in report.inboxes[1].stages[0].steps]
+    assert Step.MAIL_FROM in steps
+    assert Step.RCPT_TO in steps

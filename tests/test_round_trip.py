@@ -140,6 +140,7 @@ async def test_round_trip_delivered_found_and_removed(
     assert [s.step for s in result.steps] == [Step.SEND, Step.DELIVERY, Step.CLEANUP]
     assert result.facts["delivery_ms"] > 0
     assert result.facts["removed"] is True
+    assert result.facts["notes"][0].endswith("after the SMTP server took it, and was removed")
     assert await _messages_in_inbox(pymap.port) == before == 0
     # The message went out once, tagged with the header the search looked for.
     (sent,) = handler.received
@@ -263,3 +264,44 @@ def test_probe_message_is_small_plain_text_from_the_inbox_to_itself() -> None:
     assert parsed[HEADER] == "abc123"
     assert parsed["Message-ID"] == "<abc123@provision.invalid>"
     assert parsed.get_content_type() == "text/plain"
+
+
+async def test_data_reply_lost_after_delivery_is_reported_and_still_cleaned_up(
+    pymap: RunningServer,
+) -> None:
+    """The server takes the message but never answers DATA: 'not confirmed sent', and the
+    message that did arrive is found and removed all the same."""
+    release = asyncio.Event()
+
+    class _TakesThenHangs(_DeliverToPymap):
+        async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+            await self._append(bytes(envelope.original_content or b""))
+            await release.wait()
+            return "250 2.0.0 Ok: too late"
+
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        lambda: SMTP(
+            _TakesThenHangs(pymap.port),
+            hostname="mx.test",
+            authenticator=_authenticate,
+            auth_require_tls=False,
+            loop=loop,
+        ),
+        "127.0.0.1",
+        0,
+    )
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        options = ProbeOptions(step_timeout=0.5, round_trip=True, round_trip_timeout=5.0)
+        deadline = loop.time() + 20.0
+        result = await probe_round_trip(_inbox(port, pymap.port), options, deadline=deadline)
+    finally:
+        release.set()
+        listener.close()
+        await listener.wait_closed()
+
+    assert result.failure is FailureClass.TIMEOUT, result.to_json()
+    assert (result.message or "").startswith("not confirmed sent (it may still arrive)")
+    assert result.facts["removed"] is True
+    assert await _messages_in_inbox(pymap.port) == 0

@@ -49,6 +49,15 @@ __all__ = ["HEADER", "probe_message", "probe_round_trip"]
 
 #: The header that tags the probe's message; its value is unique per run and inbox.
 HEADER = "X-Provision-Probe"
+#: Replies that refused the message: it was not taken.
+_REFUSALS = frozenset(
+    {
+        FailureClass.SENDER_REFUSED,
+        FailureClass.RELAY_REFUSED,
+        FailureClass.RECIPIENT_UNKNOWN,
+        FailureClass.TRANSIENT,
+    }
+)
 #: First and longest pause between two searches for the message.
 _FIRST_POLL = 0.05
 _LONGEST_POLL = 1.0
@@ -125,6 +134,12 @@ class _RoundTrip:
             self._not_sent("INBOX could not be opened", imap)
         elif imap.status is Status.FAILED and self.rec.result.status is not Status.FAILED:
             self._not_sent_or_unknown(imap)
+        if "delivery_ms" in self.facts:
+            removed = "removed" if self.facts.get("removed") else "NOT removed"
+            self.facts["notes"] = [
+                f"the message arrived in INBOX {self.facts['delivery_ms'] / 1000:.2f} s after "
+                f"the SMTP server took it, and was {removed}"
+            ]
         secrets: list[str | Secret] = [
             *secret_forms(self.inbox.smtp.username, self.inbox.smtp.password.reveal()),
             self.inbox.imap.password,
@@ -150,14 +165,20 @@ class _RoundTrip:
         self.rec.result.steps.append(
             StepResult(step=Step.SEND, status=status, elapsed_ms=smtp.elapsed_ms, detail=detail)
         )
-        if probe.sent_at is None:
+        sent_at = probe.sent_at
+        if sent_at is None:
+            # DATA went out but its reply never came: the server may have taken it, so
+            # it is looked for (and removed) all the same; the report says so.
+            unsure = data is not None and smtp.failure not in _REFUSALS
+            said = "not confirmed sent (it may still arrive)" if unsure else "not sent"
             self.rec.result.fail(
                 smtp.failure or FailureClass.INTERNAL,
-                f"not sent: {smtp.message or 'the SMTP session failed'}",
+                f"{said}: {smtp.message or 'the SMTP session failed'}",
                 hint=smtp.hint,
                 field=smtp.field,
             )
-        self.sent.set_result(probe.sent_at)
+            sent_at = self.loop.time() if unsure else None
+        self.sent.set_result(sent_at)
 
     # -- IMAP: wait for it, then remove it ---------------------------------------------
 
