@@ -58,9 +58,12 @@ _REFUSALS = frozenset(
         FailureClass.TRANSIENT,
     }
 )
-#: First and longest pause between two searches for the message.
+#: First and usual longest pause between two searches for the message.
 _FIRST_POLL = 0.05
 _LONGEST_POLL = 1.0
+#: At most about this many searches per wait: each is some 5 reply lines, and one
+#: connection may receive 1,000 lines (``imap.connection.MAX_LINES``).
+_MOST_POLLS = 100
 
 
 async def probe_round_trip(inbox: Inbox, options: ProbeOptions, *, deadline: float) -> StageResult:
@@ -197,7 +200,7 @@ class _RoundTrip:
 
     async def _find(self, run: ImapRun, sent_at: float) -> str | None:
         """Search for the tag until it is there, with a growing pause; its UID."""
-        pause = _FIRST_POLL
+        pause, longest = _FIRST_POLL, max(_LONGEST_POLL, self.wait / _MOST_POLLS)
         try:
             async with self.rec.step(Step.DELIVERY, cap=self.wait) as info:
                 info.detail = f"UID SEARCH HEADER {HEADER} {self.tag}"
@@ -217,7 +220,7 @@ class _RoundTrip:
                         info.detail = f"found after {seconds:.2f} s (UID {uids[0]})"
                         return uids[0]
                     await asyncio.sleep(pause)
-                    pause = min(pause * 2, _LONGEST_POLL)
+                    pause = min(pause * 2, longest)
         except StepTimeout as exc:
             self._never_seen(exc)
             return None
