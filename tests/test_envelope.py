@@ -85,6 +85,10 @@ async def test_envelope_against_aiosmtpd_sends_mail_rcpt_rset_and_no_data() -> N
     assert ("rset", "passed") in _steps(result)
     detail = next(s.detail for s in result.steps if s.step is Step.MAIL_FROM)
     assert detail == f"MAIL FROM:<{EMAIL}>: 250 OK"
+    assert result.facts["notes"] == [
+        f"{LOGIN} may send as {EMAIL}, and {EMAIL} is a recipient "
+        "(MAIL FROM and RCPT TO accepted; nothing was sent)"
+    ]
 
 
 async def test_without_envelope_no_mail_command_is_sent() -> None:
@@ -103,6 +107,7 @@ async def test_refusal_at_mail_is_sender_refused_on_smtp_username() -> None:
     )
 
     assert result.failure is F.SENDER_REFUSED, result.to_json()
+    assert "notes" not in result.facts
     assert result.field == "smtp.username"
     assert result.message == (
         f"MAIL FROM:<{EMAIL}> refused: 550 5.7.60 SMTP; Client does not have permissions "

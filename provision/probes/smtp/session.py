@@ -329,6 +329,10 @@ class SmtpProbe:
         await self._envelope_command(Step.MAIL_FROM, email)
         await self._envelope_command(Step.RCPT_TO, email)
         await self._rset()
+        self.facts.setdefault("notes", []).append(
+            f"{self.cfg.username} may send as {email}, and {email} is a recipient "
+            "(MAIL FROM and RCPT TO accepted; nothing was sent)"
+        )
 
     async def _send(self, email: str, message: bytes) -> None:
         """The round trip's message: MAIL FROM and RCPT TO the inbox address, then DATA."""
