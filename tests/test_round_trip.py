@@ -23,7 +23,7 @@ from provision.probes.roundtrip import HEADER, probe_message, probe_round_trip
 from provision.results import ExitCode, FailureClass, StageResult, Status, Step
 from provision.sandbox.imapd import RunningServer, start_imap_server
 from provision.sandbox.smtpd import start_smtp_server
-from tests.servers.faults import PerCall
+from tests.servers.faults import DROP, PerCall
 from tests.servers.imap_misbehaving import Script, start_scripted_server
 
 EMAIL = "support@example.test"
@@ -305,3 +305,42 @@ async def test_data_reply_lost_after_delivery_is_reported_and_still_cleaned_up(
     assert (result.message or "").startswith("not confirmed sent (it may still arrive)")
     assert result.facts["removed"] is True
     assert await _messages_in_inbox(pymap.port) == 0
+
+
+async def test_connection_lost_during_cleanup_is_seen_but_not_removed() -> None:
+    script = Script(
+        replies={
+            "NOOP": b"{tag} OK NOOP done\r\n",
+            "UID": PerCall(b"* SEARCH 7\r\n{tag} OK found\r\n", DROP),  # STORE: the server goes
+        }
+    )
+    imap = await start_scripted_server(script)
+    try:
+        async with await start_smtp_server(
+            mode="plain", tls_context=None, users={EMAIL: PASSWORD}
+        ) as smtp:
+            result = await _round_trip(_inbox(smtp.port, imap.port), wait=2.0)
+    finally:
+        await imap.close()
+
+    assert result.status is Status.WARNING, result.to_json()
+    assert [w.code for w in result.warnings] == ["round-trip-not-removed"]
+    assert result.facts["delivery_ms"] >= 0
+    assert result.facts["removed"] is False
+
+
+async def test_connection_lost_while_looking_fails_and_names_the_header() -> None:
+    script = Script(replies={"NOOP": b"{tag} OK NOOP done\r\n", "UID": DROP})
+    imap = await start_scripted_server(script)
+    try:
+        async with await start_smtp_server(
+            mode="plain", tls_context=None, users={EMAIL: PASSWORD}
+        ) as smtp:
+            result = await _round_trip(_inbox(smtp.port, imap.port), wait=2.0)
+    finally:
+        await imap.close()
+
+    assert result.status is Status.FAILED, result.to_json()
+    assert (result.message or "").startswith("sent, but looking for it over IMAP failed: ")
+    assert "NOOP/UID SEARCH" in (result.message or "")
+    assert result.facts["header"] in (result.hint or "")

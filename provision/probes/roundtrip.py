@@ -269,6 +269,8 @@ class _RoundTrip:
                 self._not_removed(f"flagged \\Seen and \\Deleted, not expunged: {why_not}")
         except StepTimeout:
             self._not_removed("the server did not answer within the step cap")
+        except ProbeFailed as stop:  # the connection ended: the message is still there
+            self._not_removed(stop.failure.message)
 
     async def _expunge(self, run: ImapRun, uid: str) -> str | None:
         """``UID EXPUNGE`` (RFC 4315) if offered; a plain ``EXPUNGE`` only if nothing else

@@ -494,6 +494,9 @@ _COMMAND_OF: dict[Step, str] = {
     Step.AUTH: "LOGIN",
     Step.MAILBOX: "SELECT/SEARCH",
     Step.QUIT: "LOGOUT",
+    # check --round-trip
+    Step.DELIVERY: "NOOP/UID SEARCH",
+    Step.CLEANUP: "UID STORE/EXPUNGE",
 }
 
 

@@ -375,9 +375,9 @@ class SmtpProbe:
             async with self.rec.step(Step.RSET) as info:
                 try:
                     info.detail = reply_text(await self._live.smtp.rset(timeout=None))
-                except SMTPResponseException as exc:
+                except (SMTPException, OSError) as exc:
                     info.status = Status.WARNING
-                    info.detail = f"RSET refused ({describe(exc)}); QUIT ends the envelope"
+                    info.detail = f"no clean RSET ({describe(exc)}); QUIT ends the envelope"
         except StepTimeout:
             pass  # QUIT follows, and run() aborts the connection if that stalls too.
 
