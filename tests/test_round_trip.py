@@ -344,3 +344,16 @@ async def test_connection_lost_while_looking_fails_and_names_the_header() -> Non
     assert (result.message or "").startswith("sent, but looking for it over IMAP failed: ")
     assert "NOOP/UID SEARCH" in (result.message or "")
     assert result.facts["header"] in (result.hint or "")
+
+
+async def test_the_run_deadline_cuts_the_wait_short(pymap: RunningServer) -> None:
+    async with await start_smtp_server(
+        mode="plain", tls_context=None, users={EMAIL: PASSWORD}
+    ) as smtp:  # accepts and discards
+        result = await _round_trip(_inbox(smtp.port, pymap.port), wait=30.0, budget=1.5)
+
+    assert result.failure is FailureClass.DEADLINE, result.to_json()
+    assert result.failure.exit_code is ExitCode.TRANSIENT
+    assert "before the run's deadline" in (result.message or "")
+    assert "raise --timeout above --round-trip-timeout" in (result.hint or "")
+    assert result.elapsed_ms < 3000
