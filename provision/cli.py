@@ -25,7 +25,10 @@ from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
     EhloOpt,
+    EnvelopeOpt,
     JsonOpt,
+    RoundTripOpt,
+    RoundTripTimeoutOpt,
     Run,
     ServerOpt,
     StepTimeoutOpt,
@@ -92,11 +95,22 @@ def check(
             help="Check every input rule and log into nothing (no network; for pre-commit).",
         ),
     ] = False,
+    envelope: EnvelopeOpt = False,
+    round_trip: RoundTripOpt = False,
+    round_trip_timeout: RoundTripTimeoutOpt = 60.0,
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
+    if offline and (envelope or round_trip):
+        _usage_error(
+            "--offline logs into nothing; --envelope and --round-trip need the network",
+            run.json_output,
+        )
     options, ci = _start(run, "check")
+    options = _probe_extras(
+        options, envelope=envelope, round_trip=round_trip, round_trip_timeout=round_trip_timeout
+    )
     work = _check_offline(run, options) if offline else _check(run, options, ci)
     report = _run(work, run.json_output, ci)
     _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
@@ -125,6 +139,7 @@ def set_command(
     ] = 0.0,
     allow_http: AllowHttpOpt = False,
     two_factor_code: TwoFactorOpt = None,
+    envelope: EnvelopeOpt = False,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
 
@@ -132,6 +147,7 @@ def set_command(
     (a personal access token), or ROCKETCHAT_USER + ROCKETCHAT_PASSWORD.
     """
     options, ci = _start(run, "set", server=server)
+    options = _probe_extras(options, envelope=envelope)
     switches = {
         "allow_http": allow_http,
         "dry_run": dry_run,
@@ -186,6 +202,15 @@ def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeO
         return options, CiOutputs.from_environ(command, run.junit)
     except ConfigError as exc:
         _config_error(exc.problems, run.json_output)
+
+
+def _probe_extras(options: ProbeOptions, **extras: Any) -> ProbeOptions:
+    """The probe options beyond the login (--envelope, --round-trip), when given."""
+    if not (extras.get("envelope") or extras.get("round_trip")):
+        return options  # dataclasses stays off the common path
+    import dataclasses
+
+    return dataclasses.replace(options, **extras)
 
 
 def _check_ca_file(path: Path | None) -> Path | None:

@@ -64,6 +64,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision check inboxes.yaml",
             "provision check inboxes.yaml --ca-file corp-ca.pem --junit report.xml",
             "provision check --offline inboxes/*.yaml      # input rules only",
+            "provision check inbox.yaml --envelope --round-trip  # send as it, mail to itself",
         ),
         _PROBE_CODES,
     ),

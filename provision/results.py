@@ -52,6 +52,8 @@ class Stage(StrEnum):
     IMAP = "imap"
     SUBMIT = "submit"
     VERIFY = "verify"
+    #: ``check --round-trip``: a message from the inbox to itself, then removed
+    ROUND_TRIP = "round-trip"
 
 
 class Step(StrEnum):
@@ -65,6 +67,15 @@ class Step(StrEnum):
     STARTTLS = "starttls"
     AUTH = "auth"
     MAILBOX = "mailbox"
+    # --envelope (and --round-trip's send): the inbox address as sender and recipient
+    MAIL_FROM = "mail-from"
+    RCPT_TO = "rcpt-to"
+    RSET = "rset"
+    # --round-trip: the message, its arrival over IMAP, and its removal
+    DATA = "data"
+    SEND = "send"
+    DELIVERY = "delivery"
+    CLEANUP = "cleanup"
     QUIT = "quit"
 
 
@@ -153,6 +164,8 @@ class FailureClass(StrEnum):
     MAILBOX_READ_ONLY = "mailbox-read-only"
     SENDER_REFUSED = "sender-refused"
     RELAY_REFUSED = "relay-refused"
+    RECIPIENT_UNKNOWN = "recipient-unknown"
+    NOT_DELIVERED = "not-delivered"
     # transient
     THROTTLED = "throttled"
     TRANSIENT = "transient"
@@ -214,7 +227,14 @@ _EXIT_CODES: dict[FailureClass, ExitCode] = {
         ExitCode.AUTH,
     ),
     **dict.fromkeys(
-        (_FC.MAILBOX, _FC.MAILBOX_READ_ONLY, _FC.SENDER_REFUSED, _FC.RELAY_REFUSED),
+        (
+            _FC.MAILBOX,
+            _FC.MAILBOX_READ_ONLY,
+            _FC.SENDER_REFUSED,
+            _FC.RELAY_REFUSED,
+            _FC.RECIPIENT_UNKNOWN,
+            _FC.NOT_DELIVERED,
+        ),
         ExitCode.MAILBOX,
     ),
     **dict.fromkeys((_FC.THROTTLED, _FC.TRANSIENT, _FC.TIMEOUT, _FC.DEADLINE), ExitCode.TRANSIENT),

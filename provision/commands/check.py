@@ -46,6 +46,9 @@ def report_settings(options: ProbeOptions) -> dict[str, object]:
         "smtp_verify": options.smtp_verify,
         "imap_verify": False,  # Rocket.Chat's node-imap never verifies (spec §3.2)
         "ehlo_name": options.ehlo_name,
+        "envelope": options.envelope,
+        "round_trip": options.round_trip,
+        "round_trip_timeout": options.round_trip_timeout if options.round_trip else None,
     }
 
 
@@ -63,7 +66,23 @@ async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -
     for stage in stages:
         log_steps(inbox, stage)
     result.stages.extend(stages)
+    if options.round_trip:
+        result.stages.append(await _round_trip(inbox, options, stages, deadline=deadline))
     return result
+
+
+async def _round_trip(
+    inbox: Inbox, options: ProbeOptions, probes: Sequence[StageResult], *, deadline: float
+) -> StageResult:
+    """``--round-trip``, once both logins work (nothing is sent otherwise)."""
+    failed = [s.stage.value for s in probes if s.status is Status.FAILED]
+    if failed:
+        skipped = StageResult(stage=Stage.ROUND_TRIP, status=Status.SKIPPED)
+        skipped.message = f"not sent: the {' and '.join(failed)} probe failed"
+        return skipped
+    from provision.probes.roundtrip import probe_round_trip
+
+    return await _guarded(Stage.ROUND_TRIP, probe_round_trip(inbox, options, deadline=deadline))
 
 
 async def _guarded(stage: Stage, probe: Awaitable[StageResult]) -> StageResult:

@@ -81,6 +81,10 @@ def _stage_lines(stage: StageResult, paint: Any) -> list[str]:
         lines.append(f"           steps: {_steps(stage)}")
     for finding in stage.warnings:
         lines.extend(_finding_lines(finding, stage.stage.value, paint))
+    # Facts a probe spells out for people (what Rocket.Chat will import, ...).
+    notes = stage.facts.get("notes")
+    for note in notes if isinstance(notes, list) else ():
+        lines.append(f"           note: {note}")
     return lines
 
 
