@@ -98,6 +98,15 @@ JunitOpt = Annotated[
         show_default=False,
     ),
 ]
+CertDaysOpt = Annotated[
+    int,
+    typer.Option(
+        "--cert-days",
+        min=0,
+        metavar="N",
+        help="Warn when a certificate (SMTP or IMAP) expires within N days.",
+    ),
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +126,7 @@ class Run:
     sandbox: bool
     verbose: bool
     junit: Path | None
+    cert_days: int = 21
 
 
 def shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -138,6 +148,7 @@ def shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callabl
         ("sandbox", SandboxOpt, False),
         ("verbose", VerboseOpt, False),
         ("junit", JunitOpt, None),
+        ("cert_days", CertDaysOpt, 21),
     ]
     keyword = inspect.Parameter.KEYWORD_ONLY
     names = [f.name for f in fields(Run)]

@@ -140,6 +140,8 @@ class ProbeOptions:
             IMAP finds it, then delete it (``check`` only).
         round_trip_timeout: how long to wait for that message, in seconds (the run's
             deadline still bounds it).
+        cert_days: warn (``cert-expiring``) when a certificate of either protocol expires
+            within this many days.
     """
 
     step_timeout: float = 10.0
@@ -152,3 +154,4 @@ class ProbeOptions:
     envelope: bool = False
     round_trip: bool = False
     round_trip_timeout: float = 60.0
+    cert_days: int = 21

@@ -480,4 +480,66 @@ async def test_envelope_refusal_that_echoes_the_password_is_masked(
     assert shown.exit_code == as_json.exit_code == 15, shown.stdout
     assert "Sender address rejected" in shown.stdout
     assert "***" in shown.stdout
+
+
+# --------------------------------------------------------------------------- audit
+
+
+async def test_audit_in_every_output_mode_and_error_path(
+    world: World, logs: pytest.LogCaptureFixture
+) -> None:
+    """The passwords come back from Rocket.Chat's API in clear: they must stay in memory."""
+    file, probe = str(world.inbox_file), probe_args(world)
+    rc = world.rocketchat
+    created = await world.run("set", ["set", file, *probe])
+    assert created.exit_code == 0, created.stdout
+    junit = world.directory / "audit.xml"
+    summary = world.directory / "audit-summary.md"
+    summary.write_text("")
+
+    healthy = await world.run("audit", ["audit", *probe])
+    healthy_json = await world.run(
+        "audit --json -v --junit --against",
+        ["audit", "--json", "-v", "--junit", str(junit), "--against", file, *probe],
+    )
+    assert healthy.exit_code == healthy_json.exit_code == 0, healthy.stdout + healthy.stderr
+
+    # The stored IMAP password of Sales is now a wrong one (a canary), and Rocket.Chat
+    # switched the inbox off; its senderInfo quotes the stored SMTP password.
+    (sales,) = [d for d in rc.inboxes.values() if d["email"] == "sales@example.com"]
+    sales["imap"]["password"] = WRONG_CANARY
+    sales["senderInfo"] = f"Sales {SMTP_CANARY}"
+    rc.imap_keeps_failing("sales@example.com")
+    broken = await world.run("audit, broken", ["audit", "-v", "--against", file, *probe])
+    broken_json = await world.run(
+        "audit, broken, --json on GitHub Actions",
+        ["audit", "--json", "--against", file, "--junit", str(junit), *probe],
+        env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert broken.exit_code == broken_json.exit_code == 14, broken.stdout + broken.stderr
+    doc = json.loads(broken_json.stdout)
+    (result,) = [i for i in doc["inboxes"] if i["email"] == "sales@example.com"]
+    stages = {s["stage"]: s for s in result["stages"]}
+    assert stages["imap"]["class"] == "auth-failed"
+    assert stages["rocketchat"]["warnings"][0]["code"] == "switched-off"
+    assert "imap.password: differs" in stages["drift"]["message"]
+    assert "***" in stages["drift"]["message"]  # the senderInfo drift, its password masked
+    world.keep_file("audit junit", junit)
+    world.keep_file("audit step summary", summary)
+
+    echo = f"token {TOKEN_CANARY} smtp {SMTP_CANARY} imap {IMAP_CANARY}"
+    page = f"<html><body><h1>502 Bad Gateway</h1><pre>{echo}</pre></body></html>".encode()
+    rc.inject(
+        "*",
+        "/api/v1/email-inbox.list",
+        Fault(status=502, body=page, content_type="text/html"),
+        times=20,
+    )
+    unreadable = await world.run("audit, HTML 502", ["audit", "--json", *probe, "--timeout", "1.5"])
+    bad_token = await world.run(
+        "audit with a bad token",
+        ["audit", "-v", *probe],
+        env={"ROCKETCHAT_AUTH_TOKEN": WRONG_TOKEN_CANARY},
+    )
+    assert unreadable.exit_code == bad_token.exit_code == 20, unreadable.stdout + unreadable.stderr
     assert_no_canary(world, logs)

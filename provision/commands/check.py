@@ -49,6 +49,7 @@ def report_settings(options: ProbeOptions) -> dict[str, object]:
         "envelope": options.envelope,
         "round_trip": options.round_trip,
         "round_trip_timeout": options.round_trip_timeout if options.round_trip else None,
+        "cert_days": options.cert_days,
     }
 
 
@@ -133,10 +134,16 @@ async def probe_all(
     *,
     input_warnings: Mapping[int, Sequence[Finding]] | None = None,
     on_inbox_done: Callable[[InboxResult], None] | None = None,
+    time_left: float | None = None,
 ) -> list[InboxResult]:
-    """The probes of :func:`check` without the report: one result per inbox, input order."""
+    """The probes of :func:`check` without the report: one result per inbox, input order.
+
+    ``time_left``: what remains of the run's deadline (``options.timeout`` when
+    ``None``), for a caller that spent some of it before probing (``audit``).
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + options.timeout
+    limit = options.timeout if time_left is None else time_left
+    deadline = loop.time() + limit
     gate = asyncio.Semaphore(max(1, options.concurrency))
 
     async def one(inbox: Inbox) -> InboxResult:
@@ -148,7 +155,7 @@ async def probe_all(
 
     tasks = [asyncio.ensure_future(one(inbox)) for inbox in inboxes]
     if tasks:
-        await asyncio.wait(tasks, timeout=options.timeout + _GRACE)
+        await asyncio.wait(tasks, timeout=limit + _GRACE)
     results = []
     for index, (inbox, task) in enumerate(zip(inboxes, tasks, strict=True)):
         if task.done():

@@ -81,10 +81,34 @@ class MailServers:
     root: Path
     #: Messages placed in ``user``'s INBOX before the servers start (all unseen).
     seeded_messages: int
+    #: An account whose password a test may rotate (``set_password``); others keep theirs.
+    rotating_user: Account
     #: Postfix: STARTTLS submission with ``smtpd_sender_login_maps`` and
     #: ``reject_sender_login_mismatch`` (each account may send only as itself, and
     #: ``user`` also as ``nobody@provision.test``, a mailbox that does not exist).
     envelope_port: int = 0
+
+    def set_password(self, account: Account, password: str) -> None:
+        """Rotate ``account``'s password at the "provider": Dovecot, and Postfix's SASL
+        through it, take only the new one from the next login on."""
+        users = self.root / "users"
+        before = users.stat().st_mtime
+        prefix = f"{account.username}:"
+        lines = [
+            f"{prefix}{{PLAIN}}{password}::::::" if line.startswith(prefix) else line
+            for line in users.read_text().splitlines()
+        ]
+        users.write_text("\n".join(lines) + "\n")
+        # Dovecot re-reads a passwd-file whose mtime changed, but looks at most once a
+        # second: move the mtime on, then wait until a login with the new password works.
+        os.utime(users, (before + 1, before + 1))
+        _wait_login(
+            self.host,
+            self.imaps_port,
+            account.username,
+            password,
+            logs=[self.root / "tls" / "dovecot.log"],
+        )
 
     def log_tails(self, lines: int = 15) -> str:
         """The end of every daemon log, for assertion messages."""
@@ -152,6 +176,26 @@ def _wait_listening(
             time.sleep(0.05)
             continue
         pending.pop(0)
+
+
+def _wait_login(host: str, port: int, username: str, password: str, *, logs: list[Path]) -> None:
+    """Poll an IMAP LOGIN until it succeeds, for at most READY_TIMEOUT."""
+    import imaplib
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    give_up = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            with imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=2) as imap:
+                imap.login(username, password)
+                return
+        except imaplib.IMAP4.error:
+            if time.monotonic() > give_up:
+                tails = "\n".join(f"--- {log}\n{_tail(log)}" for log in logs)
+                pytest.fail(f"Dovecot did not take the new password of {username}:\n{tails}")
+            time.sleep(0.05)
 
 
 def _dovecot_conf(
@@ -490,6 +534,7 @@ def _start_all(
     }
     user = Account("support@provision.test", "correct-horse-battery")
     quoting_user = Account("quoting@provision.test", 'pa ss"wo\\rd')
+    rotating_user = Account("rotating@provision.test", "before-rotation-31")
 
     ca_file = sandbox_ca.write_ca(root / "ca.pem")
     leaf = sandbox_ca.ca.issue_cert("localhost", "127.0.0.1", "127.0.0.2")
@@ -508,7 +553,10 @@ def _start_all(
     _seed_inbox(mail_root / "provision.test" / "support" / "Maildir", mail_pw)
     users_file = root / "users"
     users_file.write_text(
-        "".join(f"{a.username}:{{PLAIN}}{a.password}::::::\n" for a in (user, quoting_user))
+        "".join(
+            f"{a.username}:{{PLAIN}}{a.password}::::::\n"
+            for a in (user, quoting_user, rotating_user)
+        )
     )
     users_file.chmod(0o644)
 
@@ -623,4 +671,5 @@ def _start_all(
         root=root,
         seeded_messages=1,
         envelope_port=ports["envelope"],
+        rotating_user=rotating_user,
     )

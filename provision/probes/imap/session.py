@@ -17,6 +17,7 @@ import aioimaplib
 from provision import tls
 from provision.models import ImapSettings, ProbeOptions, Secret
 from provision.probes import _net
+from provision.probes._certs import expiry_finding
 from provision.probes._scrub import scrub
 from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
 from provision.probes.failure import ProbeFailed
@@ -175,6 +176,16 @@ class ImapRun:
         except OSError as exc:  # ssl.SSLError is an OSError
             raise ProbeFailed(await self._tls_failure(exc)) from None
         self.facts["tls"] = facts
+        expiring = expiry_finding(
+            facts,
+            self.options,
+            server=self.imap.server,
+            field="imap.server",
+            consequence="Rocket.Chat's IMAP login still works then, unverified, but the "
+            "certificate no longer protects the password",
+        )
+        if expiring is not None:
+            self.rec.result.warn(expiring)
         self.cert_task = asyncio.create_task(self._check_certificate())
 
     async def _greeting(self) -> Greeting:

@@ -482,14 +482,6 @@ class Classifier:
 
     # -- findings -----------------------------------------------------------------------
 
-    def cert_expiring(self, days: int, not_after: str) -> Finding:
-        return Finding(
-            code="cert-expiring",
-            message=f"the certificate of {self.cfg.server} expires in {days} days ({not_after})",
-            hint="renew it: Rocket.Chat's sends fail as soon as it expires",
-            field="smtp.server",
-        )
-
     @staticmethod
     def finding(code: str) -> Finding:
         """A fixed finding (``smtp-verify-off``, ``plaintext-credentials``), new each time."""

@@ -21,6 +21,7 @@ from aiosmtplib import SMTPException, SMTPResponse, SMTPResponseException, SMTPS
 from provision import tls
 from provision.models import ProbeOptions, SmtpSettings
 from provision.probes import _net
+from provision.probes._certs import expiry_finding
 from provision.probes._net import AddrInfo
 from provision.probes._scrub import scrub_stage
 from provision.probes._steps import Recorder, StepInfo, StepTimeout, early_mode_check_after
@@ -40,7 +41,6 @@ from provision.results import Failure, Stage, StageResult, Status, Step
 
 __all__ = ["SmtpProbe", "nodemailer_hostname", "secret_forms"]
 
-_EXPIRY_WARNING_DAYS = 14
 _T = TypeVar("_T")
 
 _PLAN = {True: "implicit TLS", False: "plaintext, then STARTTLS if offered"}
@@ -286,10 +286,15 @@ class SmtpProbe:
         facts["verified"] = self.options.smtp_verify
         self.facts["tls"] = facts
         info.detail = " ".join(str(facts[k]) for k in ("version", "cipher") if k in facts)
-        days = facts.get("certificate", {}).get("days_left")
-        if days is not None and days < _EXPIRY_WARNING_DAYS:
-            not_after = facts["certificate"]["not_after"]
-            self.rec.result.warn(self.why.cert_expiring(days, not_after))
+        expiring = expiry_finding(
+            facts,
+            self.options,
+            server=self.cfg.server,
+            field="smtp.server",
+            consequence="Rocket.Chat's sends fail as soon as it expires",
+        )
+        if expiring is not None:
+            self.rec.result.warn(expiring)
 
     async def _auth(self) -> None:
         smtp = self._live.smtp
