@@ -24,11 +24,20 @@ from provision.cli_help import command_help
 from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
+    CertDaysOpt,
+    ConcurrencyOpt,
     EhloOpt,
+    EnvelopeOpt,
     JsonOpt,
+    JunitOpt,
+    NoVerifyOpt,
+    QuietOpt,
+    RoundTripOpt,
+    RoundTripTimeoutOpt,
     Run,
     ServerOpt,
     StepTimeoutOpt,
+    StrictOpt,
     TimeoutOpt,
     TwoFactorOpt,
     VerboseOpt,
@@ -40,6 +49,7 @@ from provision.results import ExitCode
 if TYPE_CHECKING:
     from typer.models import CommandInfo
 
+    from provision.errors import RocketChatCallError
     from provision.inbox import LoadResult
     from provision.models import ProbeOptions
     from provision.render.ci import CiOutputs
@@ -78,7 +88,7 @@ def _root(
 
     Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
     13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
-    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable,
+    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable, 18 drift,
     20 Rocket.Chat API.
     """
 
@@ -94,11 +104,22 @@ def check(
             help="Check every input rule and log into nothing (no network; for pre-commit).",
         ),
     ] = False,
+    envelope: EnvelopeOpt = False,
+    round_trip: RoundTripOpt = False,
+    round_trip_timeout: RoundTripTimeoutOpt = 60.0,
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
+    if offline and (envelope or round_trip):
+        _usage_error(
+            "--offline logs into nothing; --envelope and --round-trip need the network",
+            run.json_output,
+        )
     options, ci = _start(run, "check")
+    options = _probe_extras(
+        options, envelope=envelope, round_trip=round_trip, round_trip_timeout=round_trip_timeout
+    )
     work = _check_offline(run, options) if offline else _check(run, options, ci)
     report = _run(work, run.json_output, ci)
     _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
@@ -127,6 +148,7 @@ def set_command(
     ] = 0.0,
     allow_http: AllowHttpOpt = False,
     two_factor_code: TwoFactorOpt = None,
+    envelope: EnvelopeOpt = False,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
 
@@ -134,6 +156,7 @@ def set_command(
     (a personal access token), or ROCKETCHAT_USER + ROCKETCHAT_PASSWORD.
     """
     options, ci = _start(run, "set", server=server)
+    options = _probe_extras(options, envelope=envelope)
     switches = {
         "allow_http": allow_http,
         "dry_run": dry_run,
@@ -159,7 +182,7 @@ def set_command(
 def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
     """Check what can be checked before any I/O; the probe options and CI outputs."""
     _setup_logging(run.verbose)
-    if not run.files and not run.sandbox:
+    if command != "audit" and not run.files and not run.sandbox:
         _usage_error(
             "give at least one inbox file ('-' for standard input), or --sandbox", run.json_output
         )
@@ -183,11 +206,21 @@ def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeO
             strict=run.strict,
             ehlo_name=run.ehlo_name,
             smtp_verify=not run.smtp_no_verify,
+            cert_days=run.cert_days,
         )
         # A --junit path that cannot be written is exit 2 now, before any probe.
         return options, CiOutputs.from_environ(command, run.junit)
     except ConfigError as exc:
         _config_error(exc.problems, run.json_output)
+
+
+def _probe_extras(options: ProbeOptions, **extras: Any) -> ProbeOptions:
+    """The probe options beyond the login (--envelope, --round-trip), when given."""
+    if not (extras.get("envelope") or extras.get("round_trip")):
+        return options  # dataclasses stays off the common path
+    import dataclasses
+
+    return dataclasses.replace(options, **extras)
 
 
 def _check_ca_file(path: Path | None) -> Path | None:
@@ -281,6 +314,124 @@ async def _set(
         )
 
 
+@app.command(name="audit", cls=FastCommand, **command_help("audit"))
+def audit_command(
+    server: ServerOpt = None,
+    emails: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--email",
+            metavar="ADDR",
+            help="Audit only this stored inbox (repeatable; exact, case-sensitive).",
+            show_default=False,
+        ),
+    ] = None,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--against",
+            metavar="FILE",
+            help="Compare the stored inboxes with these inbox files (repeatable); "
+            "drift is exit 18.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    strict: StrictOpt = False,
+    timeout: TimeoutOpt = 120.0,
+    step_timeout: StepTimeoutOpt = 10.0,
+    concurrency: ConcurrencyOpt = 10,
+    ca_file: CaFileOpt = None,
+    ehlo_name: EhloOpt = None,
+    smtp_no_verify: NoVerifyOpt = False,
+    cert_days: CertDaysOpt = 21,
+    allow_http: AllowHttpOpt = False,
+    two_factor_code: TwoFactorOpt = None,
+    junit: JunitOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Probe every inbox stored in Rocket.Chat with its stored settings, exactly as `check`.
+
+    Reports per inbox its probes and Rocket.Chat's state (id, active, updated); an
+    inactive inbox whose probe fails was most likely switched off by Rocket.Chat.
+    Credentials come from the environment, as for `set`. Passwords read from the API
+    are never printed, logged or written.
+    """
+    if not server:
+        _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", json_output)
+    run = Run(
+        files=None,
+        json_output=json_output,
+        quiet=quiet,
+        strict=strict,
+        timeout=timeout,
+        step_timeout=step_timeout,
+        concurrency=concurrency,
+        ca_file=ca_file,
+        ehlo_name=ehlo_name,
+        smtp_no_verify=smtp_no_verify,
+        sandbox=False,
+        verbose=verbose,
+        junit=junit,
+        cert_days=cert_days,
+    )
+    options, ci = _start(run, "audit")
+    from provision.errors import RocketChatCallError
+
+    coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
+    try:
+        report = _run(coro, json_output, ci)
+    except RocketChatCallError as exc:
+        _rocketchat_error(exc, json_output, ci)
+    _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
+
+
+async def _audit(
+    server: str,
+    emails: list[str],
+    against: list[str] | None,
+    allow_http: bool,
+    code: str | None,
+    options: ProbeOptions,
+    ci: CiOutputs,
+) -> Report:
+    from provision.commands.audit import AuditTarget, audit_inboxes
+    from provision.inbox import load_inboxes
+    from provision.rocketchat.credentials import check_url, credentials_from_env
+
+    credentials = credentials_from_env(os.environ, code=code)
+    check_url(server, allow_http=allow_http)
+    loaded = load_inboxes(against) if against else None
+    target = AuditTarget(
+        server=server,
+        credentials=credentials,
+        allow_http=allow_http,
+        emails=tuple(dict.fromkeys(emails)),
+    )
+    return await audit_inboxes(
+        options,
+        target,
+        against=loaded.inboxes if loaded is not None else None,
+        against_files=against or (),
+        started=ci.started,
+    )
+
+
+def _rocketchat_error(exc: RocketChatCallError, json_output: bool, ci: CiOutputs) -> NoReturn:
+    """Rocket.Chat could not be read at all: exit 20, the error on stderr (and as JSON)."""
+    problem = ConfigProblem(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    failed = ci.failed_input([problem], rocketchat=True)
+    if failed:
+        typer.echo(f"error: {failed}", err=True)
+    typer.echo(f"error: {problem}", err=True)
+    if json_output:
+        from provision.render.json import render_problems_json
+
+        typer.echo(render_problems_json([problem], exit_code=ExitCode.ROCKETCHAT))
+    raise typer.Exit(int(ExitCode.ROCKETCHAT))
+
+
 @app.command(name="discover", cls=FastCommand, **command_help("discover"))
 def discover_command(
     address: Annotated[
@@ -368,7 +519,7 @@ def discover_command(
         _usage_error(str(exc), json_output)
     except ConfigError as exc:
         _config_error(exc.problems, json_output)
-    typer.echo(render_discover_table(result), err=True)
+    _say(render_discover_table(result))
     if result.login is not None and not result.login.ok:
         from provision.render.text import render_text
 
@@ -471,7 +622,7 @@ def export_command(
     except ConfigError as exc:
         _config_error(exc.problems, False)
     except RocketChatCallError as exc:
-        typer.echo(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), err=True)
+        _say(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
         raise typer.Exit(int(ExitCode.ROCKETCHAT)) from None
     shown = str(output) if output is not None else "<stdout>"
     if output is None:
@@ -485,9 +636,9 @@ def export_command(
             reason = exc.strerror or type(exc).__name__
             _config_error([ConfigProblem(f"cannot write: {reason}", file=str(output))], False)
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        _say(f"warning: {warning}")
     for problem in result.problems:
-        typer.echo(f"warning: {dataclasses.replace(problem, file=shown)}", err=True)
+        _say(f"warning: {dataclasses.replace(problem, file=shown)}")
     if result.problems:
         typer.echo("warning: edit these fields before `provision set` accepts the file", err=True)
     typer.echo(
@@ -530,7 +681,7 @@ def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs) ->
     except ConfigError as exc:
         failed = ci.failed_input(exc.problems)
         if failed:
-            typer.echo(f"error: {failed}", err=True)
+            _say(f"error: {failed}")
         _config_error(exc.problems, json_output)
 
 
@@ -539,7 +690,7 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
     failed = ci.finish(report)
     if not failed:
         return None
-    typer.echo(f"error: {failed}", err=True)
+    _say(f"error: {failed}")
     # The JUnit file was asked for: a run that passed without it is a usage failure.
     return int(report.exit_code) or int(ExitCode.USAGE)
 
@@ -562,13 +713,20 @@ def _color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
+def _say(text: str) -> None:
+    """Write a line to stderr with any control character from input or servers escaped."""
+    from provision.render.terminal import safe_text
+
+    typer.echo(safe_text(text), err=True)
+
+
 def _usage_error(message: str, json_output: bool) -> NoReturn:
     _config_error([ConfigProblem(message)], json_output)
 
 
 def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
     for problem in problems:
-        typer.echo(f"error: {problem}", err=True)
+        _say(f"error: {problem}")
     if json_output:
         from provision.render.json import render_problems_json
 
@@ -579,9 +737,12 @@ def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    def format(self, record: logging.LogRecord) -> str:
+        from provision.render.terminal import safe_text
+
+        text = safe_text(super().format(record))
+        # On a terminal, first erase a progress line ("[10/10] probed; submitting...").
+        return "\r\x1b[K" + text if _is_terminal(sys.stderr) else text
 
     @property
     def stream(self) -> Any:
@@ -592,14 +753,30 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _setup_logging(verbose: bool) -> None:
-    """``-v``: provision's own loggers to stderr (one handler, however often called)."""
+    """provision's own warnings to stderr (a rate-limit wait); ``-v``: everything, timed.
+
+    One handler, however often called.
+    """
     logger = logging.getLogger("provision")
-    if not verbose:
-        return
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler())
-    logger.setLevel(logging.DEBUG)
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        logger.addHandler(handler)
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger.setLevel(logging.DEBUG)
+    else:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.setLevel(logging.NOTSET)
 
 
 def _commands_needed(args: list[str]) -> list[CommandInfo] | None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from provision._version import __version__
 from provision.errors import ConfigError, ConfigProblem
 from provision.inbox.fields import FIELDS, field
+from provision.inbox.stored import file_mapping
 
 if TYPE_CHECKING:
     from provision.rocketchat.credentials import Credentials
@@ -208,7 +209,8 @@ def render_inbox_file(
         email = doc.get("email")
         label = _printable(str(email if email is not None else doc.get("name", f"#{index}")))
         base = _unique(_variable_base(doc, index), used)
-        inbox = _inbox(doc)
+        # The password's place is kept (None); the ${VAR} goes there.
+        inbox = file_mapping(doc, passwords=False)
         for section in _SECTIONS:
             settings = inbox.get(section.key)
             if not isinstance(settings, dict):
@@ -254,32 +256,6 @@ def _without_passwords(doc: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(settings, Mapping):
             secret = {spec.key for spec in section.fields if spec.secret}
             out[section.key] = {k: v for k, v in settings.items() if k not in secret}
-    return out
-
-
-def _escape(value: Any) -> Any:
-    """Keep a stored text literal: the loader reads ``${`` as a reference, ``$${`` as ``${``."""
-    return value.replace("${", "$${") if isinstance(value, str) else value
-
-
-def _inbox(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The inbox in the file's words: declarative, so empty optional texts are left out."""
-    out: dict[str, Any] = {}
-    for spec in FIELDS:  # the file's order; keys outside the table are left out
-        value = doc.get(spec.key)
-        if spec.fields:
-            if isinstance(value, Mapping):
-                # A password's place is kept; render_inbox_file puts the ${VAR} there.
-                out[spec.key] = {
-                    sub.key: None if sub.secret else _escape(value[sub.key])
-                    for sub in spec.fields
-                    if sub.key in value or sub.secret
-                }
-        elif spec.nullable:
-            if value not in (None, ""):
-                out[spec.key] = _escape(value)
-        elif spec.key in doc:
-            out[spec.key] = _escape(value)
     return out
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from provision.errors import ConfigProblem
 from provision.render import locate
+from provision.render.terminal import safe_text
 from provision.results import ExitCode, InboxResult, Report, Stage, Status
 
 if TYPE_CHECKING:
@@ -71,17 +72,18 @@ class Annotation:
 
     def command(self) -> str:
         """The workflow command line (``::error file=F,line=L,title=T::message``)."""
+        # The runner's log shows escape sequences as a terminal would.
         props = []
         if self.file:
-            props.append(f"file={escape_property(self.file)}")
+            props.append(f"file={escape_property(safe_text(self.file))}")
             if self.line is not None:
                 props.append(f"line={self.line}")
         if self.title:
-            props.append(f"title={escape_property(self.title)}")
+            props.append(f"title={escape_property(safe_text(self.title))}")
         head = f"::{self.level}"
         if props:
             head += " " + ",".join(props)
-        return f"{head}::{escape_data(self.message)}"
+        return f"{head}::{escape_data(safe_text(self.message))}"
 
 
 def _annotation_file(file: str | None, workspace: str | None, cwd: str | None) -> str | None:
@@ -147,12 +149,17 @@ def report_annotations(
 
 
 def problem_annotations(
-    problems: Sequence[ConfigProblem], *, workspace: str | None = None, cwd: str | None = None
+    problems: Sequence[ConfigProblem],
+    *,
+    workspace: str | None = None,
+    cwd: str | None = None,
+    what: str = "invalid input",
 ) -> list[Annotation]:
-    """An error annotation per input problem (the run stopped before any probe)."""
+    """An error annotation per input problem (the run stopped before any probe); ``what``
+    names the kind of stop (``Rocket.Chat could not be read``)."""
     out = []
     for problem in problems:
-        title = "provision: invalid input"
+        title = f"provision: {what}"
         if problem.inbox:
             title += f" (inbox {problem.inbox})"
         message = f"{problem.field}: {problem.message}" if problem.field else problem.message
@@ -300,8 +307,14 @@ def _notes(report: Report) -> list[str]:
     return notes
 
 
-def render_problems_summary(command: str, problems: Sequence[ConfigProblem]) -> str:
-    """A Markdown summary for a run stopped by bad input (exit 2)."""
-    lines = [f"### ❌ provision {command}: invalid input (exit {int(ExitCode.USAGE)})", ""]
+def render_problems_summary(
+    command: str,
+    problems: Sequence[ConfigProblem],
+    *,
+    what: str = "invalid input",
+    exit_code: ExitCode = ExitCode.USAGE,
+) -> str:
+    """A Markdown summary for a run stopped by bad input (exit 2), or as ``what`` says."""
+    lines = [f"### ❌ provision {command}: {what} (exit {int(exit_code)})", ""]
     lines += [f"- {_md(str(problem))}" for problem in problems]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from provision.errors import (
     RocketChatDepartmentError,
     RocketChatError,
     RocketChatProtocolError,
+    RocketChatRateLimitedError,
     RocketChatUnavailableError,
 )
 from provision.rocketchat.credentials import Credentials, PasswordAuth, TokenAuth
@@ -163,7 +164,7 @@ class RocketChat:
             username = me.get("username")
         else:
             username = await self._login(self._credentials)
-        info = await self._t.call("GET", "/api/info")
+        info = await self._server_info()
         version = info.get("version")
         if not isinstance(version, str):
             nested = info.get("info")
@@ -179,6 +180,21 @@ class RocketChat:
         )
         logger.debug("connected to Rocket.Chat %s (%s)", self._info.version, self._info.dialect)
         return self._info
+
+    async def _server_info(self) -> dict[str, Any]:
+        """``GET /api/info``, once per client and best effort.
+
+        The route is anonymous, so Rocket.Chat limits it per client IP for everyone
+        (``api-bypass-rate-limit`` cannot help, spec §1.8): a pipeline running
+        ``set`` and ``export`` often from one address meets its 429. The version only
+        names the server in the report (the client speaks every dialect), so a 429
+        here is neither waited for nor an error: the version stays unknown.
+        """
+        try:
+            return await self._t.call("GET", "/api/info", attempts=1, rate_limit_waits=0)
+        except RocketChatRateLimitedError:
+            logger.debug("GET /api/info is rate-limited; the server version stays unknown")
+            return {}
 
     async def _login(self, credentials: PasswordAuth) -> str | None:
         body: dict[str, Any] = {"user": credentials.user, "password": credentials.password.reveal()}
@@ -237,7 +253,7 @@ class RocketChat:
             return None
         if not isinstance(inbox, dict):
             raise self._shape_error("GET", f"{_INBOX}.search")
-        return inbox
+        return self._learn(inbox)
 
     async def get_inbox(self, inbox_id: str) -> dict[str, Any]:
         """The inbox with this id (passwords in clear, spec §1.4).
@@ -247,11 +263,22 @@ class RocketChat:
         """
         data = await self._t.call("GET", f"{_INBOX}/{inbox_id}")
         data.pop("success", None)
-        return data
+        return self._learn(data)
 
     async def list_inboxes(self, *, page_size: int = 100) -> list[dict[str, Any]]:
         """Every inbox, paging through ``email-inbox.list`` (spec §1.3)."""
-        return await self._paged(f"{_INBOX}.list", "emailInboxes", page_size)
+        return [
+            self._learn(doc)
+            for doc in await self._paged(f"{_INBOX}.list", "emailInboxes", page_size)
+        ]
+
+    def _learn(self, inbox: dict[str, Any]) -> dict[str, Any]:
+        """Keep the stored passwords out of every later error text (a server may echo them)."""
+        for section in ("smtp", "imap"):
+            settings = inbox.get(section)
+            if isinstance(settings, Mapping) and isinstance(settings.get("password"), str):
+                self._errors.add(settings["password"])
+        return inbox
 
     async def delete_inbox(self, inbox_id: str) -> None:
         """Delete an inbox (spec §1.5).
