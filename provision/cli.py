@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from provision.render.ci import CiOutputs
     from provision.results import Report
     from provision.sandbox.runner import Sandbox
+    from provision.stopping import Stop
 
 __all__ = ["app", "main"]
 
@@ -96,9 +97,12 @@ def check(
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
     options, ci = _start(run, "check")
-    work = _check_offline(run, options) if offline else _check(run, options, ci)
-    report = _run(work, run.json_output, ci)
-    _emit(report, run.json_output, code=_finish_ci(ci, report))
+    from provision.stopping import handling_signals
+
+    with handling_signals() as stop:
+        work = _check_offline(run, options) if offline else _check(run, options, ci, stop)
+        report = _run(work, run.json_output, ci, stop)
+        _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
 @app.command(name="set", cls=FastCommand)
@@ -137,20 +141,12 @@ def set_command(
         "send_test": send_test,
         "wait_active": wait_active,
     }
-    from provision.results import Report
+    from provision.stopping import handling_signals
 
-    progress = Report(command="set", strict=run.strict)
-    coro = _set(run, server or "", two_factor_code, switches, options, progress, ci)
-    try:
-        report = _run(coro, run.json_output, ci)
-    except KeyboardInterrupt:
-        from provision.commands.set import mark_interrupted
-
-        mark_interrupted(progress)
-        typer.echo("interrupted: the report shows what was written", err=True)
-        _finish_ci(ci, progress)
-        _emit(progress, run.json_output, code=130)
-    _emit(report, run.json_output, code=_finish_ci(ci, report))
+    with handling_signals() as stop:
+        coro = _set(run, server or "", two_factor_code, switches, options, ci, stop)
+        report = _run(coro, run.json_output, ci, stop)
+        _emit(report, run.json_output, code=_finish_ci(ci, report))
 
 
 def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
@@ -214,7 +210,7 @@ async def _inputs(
         yield loaded, dataclasses.replace(options, ca_file=options.ca_file or box.ca_file), box
 
 
-async def _check(run: Run, options: ProbeOptions, ci: CiOutputs) -> Report:
+async def _check(run: Run, options: ProbeOptions, ci: CiOutputs, stop: Stop) -> Report:
     from provision.commands.check import check as run_check
 
     async with _inputs(run, options) as (loaded, options, _box):
@@ -223,6 +219,7 @@ async def _check(run: Run, options: ProbeOptions, ci: CiOutputs) -> Report:
             options,
             input_warnings=loaded.warnings,
             on_inbox_done=ci.started(loaded.inboxes),
+            stop=stop,
         )
 
 
@@ -248,8 +245,8 @@ async def _set(
     code: str | None,
     switches: dict[str, Any],
     options: ProbeOptions,
-    progress: Report,
     ci: CiOutputs,
+    stop: Stop,
 ) -> Report:
     from provision.commands.set import SetOptions, set_inboxes
     from provision.rocketchat.credentials import (
@@ -273,8 +270,8 @@ async def _set(
             options,
             target,
             input_warnings=loaded.warnings,
-            progress=progress,
             on_inbox_done=ci.started(loaded.inboxes),
+            stop=stop,
         )
 
 
@@ -344,21 +341,24 @@ def discover_command(
         ca_file=_check_ca_file(ca_file),
         ehlo_name=ehlo_name,
     )
-    import asyncio
-
     from provision.commands.discover import discover
     from provision.render.discover import render_discover_json, render_discover_table
+    from provision.stopping import Stopped, handling_signals
 
     try:
-        result = asyncio.run(
-            discover(
-                address,
-                options,
-                username=username,
-                password_from=password_from,
-                login=password_from is not None,
+        with handling_signals() as stop:
+            result = stop.run(
+                discover(
+                    address,
+                    options,
+                    username=username,
+                    password_from=password_from,
+                    login=password_from is not None,
+                ),
+                stoppable=True,
             )
-        )
+    except Stopped:
+        _stopped_early("discover", stop, json_output)
     except ValueError as exc:
         _usage_error(str(exc), json_output)
     except ConfigError as exc:
@@ -392,16 +392,15 @@ def sandbox_command(
         ),
     ] = None,
 ) -> None:
-    """Run local SMTP and IMAP servers with a throw-away CA until interrupted."""
-    import asyncio
-
+    """Run local SMTP and IMAP servers with a throw-away CA until stopped (Ctrl-C, SIGTERM)."""
     from provision.sandbox.runner import serve_forever
+    from provision.stopping import Stopped, handling_signals
 
-    try:
-        asyncio.run(serve_forever(directory, announce=typer.echo))
-    except KeyboardInterrupt:
-        typer.echo("sandbox stopped", err=True)
-    raise typer.Exit(0)
+    with handling_signals() as stop, contextlib.suppress(Stopped):
+        stop.run(serve_forever(directory, announce=typer.echo), stoppable=True)
+    # Its files (the password and the token among them) went with it.
+    typer.echo(f"sandbox stopped by {stop.name}; its files are removed", err=True)
+    raise typer.Exit(stop.exit_code)
 
 
 @app.command(name="export", cls=FastCommand)
@@ -437,25 +436,29 @@ def export_command(
         _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", False)
     if output is not None and output.exists() and not force:
         _usage_error(f"{output} exists; give --force to overwrite it", False)
-    import asyncio
     import dataclasses
 
     from provision.commands.export import export_inboxes
     from provision.errors import RocketChatCallError
     from provision.rocketchat.credentials import check_url, credentials_from_env
+    from provision.stopping import Stopped, handling_signals
 
     try:
         credentials = credentials_from_env(os.environ, code=two_factor_code)
         check_url(server, allow_http=allow_http)
-        result = asyncio.run(
-            export_inboxes(
-                server,
-                credentials,
-                ca_file=_check_ca_file(ca_file),
-                allow_http=allow_http,
-                time_limit=timeout,
+        with handling_signals() as stop:
+            result = stop.run(
+                export_inboxes(
+                    server,
+                    credentials,
+                    ca_file=_check_ca_file(ca_file),
+                    allow_http=allow_http,
+                    time_limit=timeout,
+                ),
+                stoppable=True,
             )
-        )
+    except Stopped:
+        _stopped_early("export", stop, False)
     except ConfigError as exc:
         _config_error(exc.problems, False)
     except RocketChatCallError as exc:
@@ -509,12 +512,10 @@ def _small_tls_buffers() -> None:
         asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
 
-def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs) -> Report:
-    import asyncio
-
+def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs, stop: Stop) -> Report:
     _small_tls_buffers()
     try:
-        return asyncio.run(coro)
+        return stop.run(coro)
     except ConfigError as exc:
         failed = ci.failed_input(exc.problems)
         if failed:
@@ -530,6 +531,17 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
     typer.echo(f"error: {failed}", err=True)
     # The JUnit file was asked for: a run that passed without it is a usage failure.
     return int(report.exit_code) or int(ExitCode.USAGE)
+
+
+def _stopped_early(command: str, stop: Stop, json_output: bool) -> NoReturn:
+    """A command with nothing to report yet was stopped: say so, write nothing, exit."""
+    typer.echo(f"{command}: stopped by {stop.name}; nothing was written", err=True)
+    if json_output:
+        import json
+
+        doc = {"ok": False, "exit_code": stop.exit_code, "stopped_by": stop.name}
+        typer.echo(json.dumps(doc, indent=2))
+    raise typer.Exit(stop.exit_code)
 
 
 def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoReturn:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from provision.results import Finding, InboxResult, Report, StageResult, Status
+from provision.results import Action, Finding, InboxResult, Report, StageResult, Status
 
-__all__ = ["render_text"]
+__all__ = ["render_text", "stopped_note"]
 
 _MARK = {
     Status.PASSED: "ok",
@@ -34,6 +34,8 @@ def render_text(report: Report, *, color: bool = False) -> str:
         lines.extend(_inbox_lines(inbox, report.strict, paint))
         lines.append("")
     lines.append(_summary(report))
+    if report.stopped_by:
+        lines.append(f"stopped: {stopped_note(report)}")
     loosened = _loosened(report.settings)
     if loosened:
         lines.append(f"note: {loosened}")
@@ -126,6 +128,24 @@ def _summary(report: Report) -> str:
         f"{report.command}: {n} {noun}, {detail} in {report.elapsed_ms / 1000:.2f} s "
         f"(exit {int(report.exit_code)})"
     )
+
+
+def stopped_note(report: Report) -> str:
+    """Why a stopped run's report is partial, and what to do (text, JUnit, GitHub)."""
+    counts: dict[str, int] = {}
+    for inbox in report.inboxes:
+        if inbox.action in (Action.NOT_STARTED, Action.UNKNOWN):
+            counts[inbox.action] = counts.get(inbox.action, 0) + 1
+    note = f"{report.stopped_by} ended the run early; each inbox shows what was done"
+    if counts.get(Action.NOT_STARTED):
+        note += f"; {counts[Action.NOT_STARTED]} not started (nothing sent)"
+    if counts.get(Action.UNKNOWN):
+        note += f"; {counts[Action.UNKNOWN]} unknown (a write in flight got no answer)"
+    if report.command == "set":
+        note += "; rerun the same command to finish: it converges, without duplicates"
+    else:
+        note += "; rerun to probe the rest"
+    return note
 
 
 def _loosened(settings: dict[str, Any]) -> str:
