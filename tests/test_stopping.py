@@ -1,0 +1,468 @@
+"""Stopping a run: ``provision set`` and ``check`` as processes of their own, signalled at exact
+moments, against the Rocket.Chat double and the sandbox's mail servers over real sockets.
+
+The moment is set without a sleep: the double holds chosen requests (``Fault.held``) and
+the test waits until they have arrived (``wait_received``), or a mail server that never
+greets tells the test it was reached; then the signal goes. After a stop the JSON report
+and the JUnit file must both exist and say exactly what the double stored, the exit code
+is 128 + the signal, and a rerun converges with no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from provision.sandbox.runner import Sandbox, running_sandbox
+from provision.stopping import GRACE
+from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
+
+BATCH = 6
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+CODES = {signal.SIGHUP: 129, signal.SIGINT: 130, signal.SIGTERM: 143}
+#: The actions README documents.
+ACTIONS = {"created", "updated", "unchanged", "skipped", "failed", "not-started", "unknown"}
+WRITTEN = {"created", "updated", "unchanged"}
+INBOX = "/api/v1/email-inbox"
+LIMIT = 20.0  # seconds any one wait may take before the test fails (never reached when green)
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with running_sandbox(tmp_path / "box", double=FaultyRocketChat()) as sandbox:
+        yield sandbox
+
+
+def _double(box: Sandbox) -> FaultyRocketChat:
+    assert isinstance(box.rocketchat, FaultyRocketChat)
+    return box.rocketchat
+
+
+def _batch(box: Sandbox, count: int = BATCH) -> Path:
+    """``count`` inboxes on the sandbox's servers (its password file beside them)."""
+    first = yaml.safe_load(box.inbox_file.read_text())["inboxes"][0]
+    first.pop("department", None)
+    inboxes = [
+        {**first, "name": f"Inbox {i}", "email": f"inbox{i}@example.com"} for i in range(count)
+    ]
+    path = box.directory / "batch.json"
+    path.write_text(json.dumps({"inboxes": inboxes}))
+    return path
+
+
+@dataclass
+class Run:
+    process: asyncio.subprocess.Process
+    started: float
+    stderr: bytes = b""
+
+    async def until_stderr(self, text: bytes) -> None:
+        """Read standard error until a line holds ``text``."""
+        assert self.process.stderr is not None
+        async with asyncio.timeout(LIMIT):
+            while text not in self.stderr:
+                line = await self.process.stderr.readline()
+                assert line, f"stderr ended before {text!r}: {self.stderr!r}"
+                self.stderr += line
+
+    async def finish(self) -> tuple[int, bytes, bytes]:
+        async with asyncio.timeout(LIMIT):
+            out, err = await self.process.communicate()
+        self.stderr += err
+        assert b"Traceback" not in self.stderr, self.stderr.decode()
+        assert self.process.returncode is not None
+        return self.process.returncode, out, self.stderr
+
+
+async def _start(box: Sandbox, *args: str) -> Run:
+    env = {
+        **os.environ,
+        "ROCKETCHAT_URL": box.rocketchat_url,
+        "ROCKETCHAT_USER_ID": box.user_id,
+        "ROCKETCHAT_AUTH_TOKEN": box.token.reveal(),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "provision",
+        *args,
+        "--ca-file",
+        str(box.ca_file),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    return Run(process, time.monotonic())
+
+
+async def _set(box: Sandbox, batch: Path, junit: Path) -> Run:
+    return await _start(box, "set", str(batch), "--json", "--junit", str(junit))
+
+
+def _stored(box: Sandbox) -> dict[str, str]:
+    """Email -> id of every inbox the double holds (and no address twice)."""
+    docs = list(_double(box).inboxes.values())
+    emails = [str(d["email"]) for d in docs]
+    assert len(emails) == len(set(emails)), emails
+    return {str(d["email"]): str(d["_id"]) for d in docs}
+
+
+def _check_stopped_report(
+    out: bytes, code: int, junit: Path, sig: signal.Signals
+) -> dict[str, Any]:
+    """The JSON and JUnit of a stopped run: complete, not ok, naming the signal."""
+    assert code == CODES[sig]
+    doc: dict[str, Any] = json.loads(out)
+    assert doc["ok"] is False
+    assert doc["exit_code"] == CODES[sig]
+    assert doc["settings"]["stopped_by"] == sig.name
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["stopped_by"] == sig.name
+    assert props["exit_code"] == str(CODES[sig])
+    stopped = [c for c in suite.iter("testcase") if c.get("name") == "stopped"]
+    assert len(stopped) == 1 and stopped[0].find("error") is not None
+    assert int(suite.get("errors", "0")) >= 1
+    cases = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")}
+    for inbox in doc["inboxes"]:
+        for stage in inbox["stages"]:
+            assert (inbox["name"], stage["stage"]) in cases
+    return doc
+
+
+def _actions(doc: dict[str, Any]) -> dict[str, str]:
+    found = {i["email"]: i["action"] for i in doc["inboxes"]}
+    assert set(found.values()) <= ACTIONS, found
+    assert len(found) == BATCH
+    return found
+
+
+def _assert_matches_store(doc: dict[str, Any], box: Sandbox) -> None:
+    """Every inbox the report calls written is stored with its id; none other is."""
+    stored = _stored(box)
+    for inbox in doc["inboxes"]:
+        if inbox["action"] in WRITTEN:
+            assert stored.get(inbox["email"]) == inbox["id"], inbox
+        elif inbox["action"] == "not-started":
+            assert inbox["email"] not in stored, inbox
+            assert inbox["id"] is None
+            assert {s["stage"]: s["status"] for s in inbox["stages"]}["submit"] == "skipped"
+    written = {i["email"] for i in doc["inboxes"] if i["action"] in WRITTEN}
+    unknown = {i["email"] for i in doc["inboxes"] if i["action"] == "unknown"}
+    assert written <= set(stored) <= written | unknown
+
+
+async def _rerun_converges(box: Sandbox, batch: Path, before: dict[str, str]) -> None:
+    """A second run finishes the job: what was written is unchanged, nothing is doubled."""
+    run = await _set(box, batch, batch.with_name("rerun.xml"))
+    code, out, err = await run.finish()
+    assert code == 0, err.decode()
+    actions = _actions(json.loads(out))
+    for email in before:
+        assert actions[email] == "unchanged", (email, actions)
+    assert set(actions.values()) <= {"created", "unchanged"}
+    stored = _stored(box)
+    assert len(stored) == BATCH
+    assert {k: v for k, v in stored.items() if k in before} == before
+
+
+# ----------------------------------------------------------------------------- set
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+async def test_set_stopped_before_any_write(box: Sandbox, tmp_path: Path, sig: signal.Signals) -> None:
+    """Both write slots wait on their search: nothing was written, everything says so."""
+    double, release = _double(box), asyncio.Event()
+    double.inject("GET", f"{INBOX}.search", Fault.held(release), times=2)
+    batch, junit = _batch(box), tmp_path / "set.xml"
+    run = await _set(box, batch, junit)
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("GET", f"{INBOX}.search", 2)
+    run.process.send_signal(sig)
+    code, out, err = await run.finish()
+    release.set()
+
+    doc = _check_stopped_report(out, code, junit, sig)
+    assert set(_actions(doc).values()) == {"not-started"}
+    assert _stored(box) == {}
+    assert not double.requests_to("POST", INBOX)
+    assert f"stopped: {sig.name} ended the run early".encode() not in out  # JSON, not text
+    assert f"{sig.name} received; stopping".encode() in err
+    await _rerun_converges(box, batch, {})
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+async def test_set_stopped_during_writes(box: Sandbox, tmp_path: Path, sig: signal.Signals) -> None:
+    """Two writes in flight finish within the grace; the two inboxes not reached stay unsent."""
+    double, release = _double(box), asyncio.Event()
+    double.inject("POST", INBOX, Fault.held(release), skip=2, times=2)
+    batch, junit = _batch(box), tmp_path / "set.xml"
+    run = await _set(box, batch, junit)
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("POST", INBOX, 4)
+    run.process.send_signal(sig)
+    await run.until_stderr(b"received; stopping")
+    release.set()  # the held writes answer within the grace
+    code, out, _err = await run.finish()
+
+    doc = _check_stopped_report(out, code, junit, sig)
+    actions = _actions(doc)
+    assert sorted(actions.values()) == ["created"] * 4 + ["not-started"] * 2
+    _assert_matches_store(doc, box)
+    assert len(_stored(box)) == 4
+    await _rerun_converges(box, batch, _stored(box))
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+async def test_set_stopped_after_writes(box: Sandbox, tmp_path: Path, sig: signal.Signals) -> None:
+    """Every write done, two read-backs in flight: all created, those two not read back."""
+    double, release = _double(box), asyncio.Event()
+    double.inject("GET", f"{INBOX}/:_id", Fault.held(release), skip=BATCH - 2, times=2)
+    batch, junit = _batch(box), tmp_path / "set.xml"
+    run = await _set(box, batch, junit)
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("GET", f"{INBOX}/:_id", BATCH)
+    run.process.send_signal(sig)
+    code, out, _err = await run.finish()
+    release.set()
+
+    doc = _check_stopped_report(out, code, junit, sig)
+    assert set(_actions(doc).values()) == {"created"}
+    _assert_matches_store(doc, box)
+    verify = [{s["stage"]: s for s in i["stages"]}["verify"] for i in doc["inboxes"]]
+    cut = [v for v in verify if v["status"] == "skipped"]
+    assert len(cut) == 2
+    assert all(v["message"] == f"not read back: stopped by {sig.name}" for v in cut)
+    await _rerun_converges(box, batch, _stored(box))
+
+
+async def test_a_write_without_an_answer_is_unknown_and_a_rerun_converges(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    """The grace runs out, the read-back does not find the writes: ``unknown``, with the
+    hint to rerun; the writes land later, and the rerun finds them (no duplicate)."""
+    double, release = _double(box), asyncio.Event()
+    double.inject("POST", INBOX, Fault.held(release), skip=2, times=2)
+    batch, junit = _batch(box), tmp_path / "set.xml"
+    run = await _set(box, batch, junit)
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("POST", INBOX, 4)
+    run.process.send_signal(signal.SIGTERM)
+    code, out, _err = await run.finish()
+    elapsed = time.monotonic() - run.started
+
+    doc = _check_stopped_report(out, code, junit, signal.SIGTERM)
+    actions = _actions(doc)
+    assert sorted(actions.values()) == ["created"] * 2 + ["not-started"] * 2 + ["unknown"] * 2
+    _assert_matches_store(doc, box)
+    assert len(_stored(box)) == 2  # the held writes have not landed (yet)
+    for inbox in doc["inboxes"]:
+        if inbox["action"] == "unknown":
+            submit = {s["stage"]: s for s in inbox["stages"]}["submit"]
+            assert submit["status"] == "failed"
+            assert submit["facts"]["write_state"] == "unknown"
+            assert "rerun `provision set`" in submit["hint"]
+    assert elapsed < GRACE + 10
+    # They land after all: the rerun finds them as written.
+    release.set()
+    async with asyncio.timeout(LIMIT):
+        await double.wait_answered("POST", INBOX, 4)
+    assert len(_stored(box)) == 4
+    await _rerun_converges(box, batch, _stored(box))
+
+
+async def test_a_write_applied_without_an_answer_is_confirmed_by_the_read_back(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    double, release = _double(box), asyncio.Event()
+    double.inject("POST", INBOX, Fault.held(release, apply=True), skip=2, times=2)
+    batch, junit = _batch(box), tmp_path / "set.xml"
+    run = await _set(box, batch, junit)
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("POST", INBOX, 4)
+    run.process.send_signal(signal.SIGINT)
+    code, out, _err = await run.finish()
+    release.set()
+
+    doc = _check_stopped_report(out, code, junit, signal.SIGINT)
+    assert sorted(_actions(doc).values()) == ["created"] * 4 + ["not-started"] * 2
+    _assert_matches_store(doc, box)
+    confirmed = [
+        i
+        for i in doc["inboxes"]
+        if {s["stage"]: s for s in i["stages"]}["submit"]["facts"].get("write_state")
+        == "confirmed-by-read-back"
+    ]
+    assert len(confirmed) == 2
+    await _rerun_converges(box, batch, _stored(box))
+
+
+async def test_a_second_signal_ends_at_once(box: Sandbox, tmp_path: Path) -> None:
+    double, release = _double(box), asyncio.Event()
+    double.inject("POST", INBOX, Fault.held(release), times=2)
+    junit = tmp_path / "set.xml"
+    run = await _set(box, _batch(box), junit)
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("POST", INBOX, 2)
+    run.process.send_signal(signal.SIGINT)
+    await run.until_stderr(b"received; stopping")
+    second = time.monotonic()
+    run.process.send_signal(signal.SIGTERM)
+    code, out, err = await run.finish()
+    release.set()
+
+    assert code == 143
+    assert time.monotonic() - second < GRACE  # did not wait for the held writes
+    assert b"SIGTERM again; ended at once" in err
+    assert out == b""
+    assert not junit.exists()
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass
+class Silent:
+    """A server that accepts and never says a word; ``reached`` is set on the first client."""
+
+    port: int
+    reached: asyncio.Event
+    server: asyncio.Server
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[Silent]:
+    reached, done = asyncio.Event(), asyncio.Event()
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reached.set()
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    yield Silent(server.sockets[0].getsockname()[1], reached, server)
+    done.set()
+    server.close()
+
+
+@pytest.mark.parametrize("hung", [0, 2], ids=["first-probe", "third-inbox"])
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+async def test_check_stopped_prints_its_json_and_junit(
+    box: Sandbox, tmp_path: Path, silent: Silent, sig: signal.Signals, hung: int
+) -> None:
+    """One inbox at a time; inbox ``hung`` meets a silent SMTP server: the signal comes
+    while it waits, so those before it are done, it is cut short and the rest never start."""
+    batch = _batch(box, 5)
+    doc = json.loads(batch.read_text())
+    doc["inboxes"][hung]["smtp"] = {**doc["inboxes"][hung]["smtp"], "port": silent.port}
+    batch.write_text(json.dumps(doc))
+    junit = tmp_path / "check.xml"
+    run = await _start(
+        box, "check", str(batch), "--json", "--junit", str(junit), "--concurrency", "1"
+    )
+    async with asyncio.timeout(LIMIT):
+        await silent.reached.wait()
+    run.process.send_signal(sig)
+    code, out, _err = await run.finish()
+
+    report = _check_stopped_report(out, code, junit, sig)
+    statuses = [i["status"] for i in report["inboxes"]]
+    assert statuses[:hung] == ["warning"] * hung or all(s == "passed" for s in statuses[:hung])
+    assert statuses[hung:] == ["skipped"] * (5 - hung)
+    messages = [{s["message"] for s in i["stages"]} for i in report["inboxes"][hung:]]
+    assert messages[0] == {f"stopped by {sig.name} during the probe, before it finished"}
+    assert all(m == {f"not started: stopped by {sig.name}"} for m in messages[1:])
+    assert all("action" not in i for i in report["inboxes"])
+
+
+async def test_check_stopped_in_text_mode_says_why(
+    box: Sandbox, tmp_path: Path, silent: Silent
+) -> None:
+    batch = _batch(box, 3)
+    doc = json.loads(batch.read_text())
+    doc["inboxes"][1]["smtp"] = {**doc["inboxes"][1]["smtp"], "port": silent.port}
+    batch.write_text(json.dumps(doc))
+    run = await _start(box, "check", str(batch), "--concurrency", "1")
+    async with asyncio.timeout(LIMIT):
+        await silent.reached.wait()
+    run.process.send_signal(signal.SIGTERM)
+    code, out, _err = await run.finish()
+
+    text = out.decode()
+    assert code == 143
+    assert "check: 3 inboxes" in text and "(exit 143)" in text
+    assert "stopped: SIGTERM ended the run early" in text
+    assert "Inbox 0 <inbox0@example.com>" in text  # what was done is shown
+
+
+# ------------------------------------------------------------------------- sandbox
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+async def test_sandbox_stopped_removes_its_files(sig: signal.Signals) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "provision",
+        "sandbox",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(LIMIT):
+        first = (await process.stdout.readline()).decode()
+    directory = Path(first.rsplit("files in ", 1)[1].strip())
+    assert (directory / "password").is_file()
+    assert (directory / "rocketchat.env").is_file()
+    process.send_signal(sig)
+    async with asyncio.timeout(LIMIT):
+        _out, err = await process.communicate()
+    assert process.returncode == CODES[sig], err
+    assert b"Traceback" not in err
+    assert not directory.exists()
+
+
+async def test_sandbox_with_a_directory_removes_only_what_it_wrote(tmp_path: Path) -> None:
+    mine = tmp_path / "notes.txt"
+    mine.write_text("not the sandbox's")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "provision",
+        "sandbox",
+        "--dir",
+        str(tmp_path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(LIMIT):
+        await process.stdout.readline()
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "notes.txt",
+        "inboxes.yaml",
+        "ca.pem",
+        "password",
+        "rocketchat.env",
+    }
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(LIMIT):
+        await process.communicate()
+    assert process.returncode == 143
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
