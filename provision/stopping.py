@@ -136,10 +136,19 @@ class Stop:
 
     def bind(self) -> None:
         """Attach to the running event loop (a stop already asked for takes effect)."""
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
         if self.signal is not None:
             self._event.set()
+
+        def quiet_after_stop(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            # A stop cancels work mid-protocol; a library callback that trips over the
+            # cancellation is expected then, and must not print a traceback.
+            if self.requested and isinstance(context.get("exception"), asyncio.CancelledError):
+                return
+            loop.default_exception_handler(context)
+
+        loop.set_exception_handler(quiet_after_stop)
 
     def run(self, main: Coroutine[Any, Any, T], *, stoppable: bool = False) -> T:
         """``asyncio.run(main)`` with this stop bound to the loop.
