@@ -77,7 +77,7 @@ def _root(
     Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
     13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
     16 transient (4xx, throttling, timeouts), 17 discover found nothing usable,
-    20 Rocket.Chat API.
+    20 Rocket.Chat API; 129, 130, 143 stopped by SIGHUP, SIGINT, SIGTERM.
     """
 
 

@@ -91,9 +91,10 @@ class Run:
         return self.process.returncode, out, self.stderr
 
 
-async def _start(box: Sandbox, *args: str) -> Run:
+async def _start(box: Sandbox, *args: str, env: dict[str, str] | None = None) -> Run:
     env = {
         **os.environ,
+        **(env or {}),
         "ROCKETCHAT_URL": box.rocketchat_url,
         "ROCKETCHAT_USER_ID": box.user_id,
         "ROCKETCHAT_AUTH_TOKEN": box.token.reveal(),
@@ -113,8 +114,8 @@ async def _start(box: Sandbox, *args: str) -> Run:
     return Run(process, time.monotonic())
 
 
-async def _set(box: Sandbox, batch: Path, junit: Path) -> Run:
-    return await _start(box, "set", str(batch), "--json", "--junit", str(junit))
+async def _set(box: Sandbox, batch: Path, junit: Path, env: dict[str, str] | None = None) -> Run:
+    return await _start(box, "set", str(batch), "--json", "--junit", str(junit), env=env)
 
 
 def _stored(box: Sandbox) -> dict[str, str]:
@@ -228,14 +229,19 @@ async def test_set_stopped_during_writes(box: Sandbox, tmp_path: Path, sig: sign
     """Two writes in flight finish within the grace; the two inboxes not reached stay unsent."""
     double, release = _double(box), asyncio.Event()
     double.inject("POST", INBOX, Fault.held(release), skip=1, times=2)
-    batch, junit = _batch(box), tmp_path / "set.xml"
-    run = await _set(box, batch, junit)
+    batch, junit, summary = _batch(box), tmp_path / "set.xml", tmp_path / "summary.md"
+    github = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    run = await _set(box, batch, junit, env=github)
     async with asyncio.timeout(LIMIT):
         await double.wait_received("POST", INBOX, 3)
     run.process.send_signal(sig)
     await run.until_stderr(b"received; stopping")
     release.set()  # the held writes answer within the grace
-    code, out, _err = await run.finish()
+    code, out, err = await run.finish()
+    # GitHub: an error annotation and the summary say the run was stopped, and by what.
+    assert f"::error title=provision set%3A stopped by {sig.name}::".encode() in err
+    assert f"stopped: {sig.name} ended the run early" in summary.read_text()
+    assert "| not-started |" in summary.read_text()
 
     doc = _check_stopped_report(out, code, junit, sig)
     actions = _actions(doc)
@@ -485,3 +491,38 @@ async def test_sandbox_with_a_directory_removes_only_what_it_wrote(tmp_path: Pat
         await process.communicate()
     assert process.returncode == 143
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+# -------------------------------------------------------------------------- export
+
+
+async def test_export_stopped_writes_nothing(box: Sandbox, tmp_path: Path) -> None:
+    double, release = _double(box), asyncio.Event()
+    double.inject("GET", f"{INBOX}.list", Fault.held(release))
+    output = tmp_path / "exported.yaml"
+    run = await _start(box, "export", "--output", str(output))
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("GET", f"{INBOX}.list", 1)
+    run.process.send_signal(signal.SIGHUP)
+    code, out, err = await run.finish()
+    release.set()
+
+    assert code == 129
+    assert b"export: stopped by SIGHUP; nothing was written" in err
+    assert out == b""
+    assert not output.exists()
+
+
+# ---------------------------------------------------------------------------- docs
+
+
+def test_readme_documents_every_action_and_exit_code() -> None:
+    from provision.results import Action
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("###", 1)[0]
+    for code in ExitCode:
+        assert f"\n| {int(code)} |" in table, code
+    for action in Action:
+        assert f"`{action.value}`" in readme, action
+    assert ACTIONS | {"create", "update"} == {a.value for a in Action}
