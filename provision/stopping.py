@@ -73,7 +73,10 @@ class Stop:
         self._writing: set[asyncio.Task[Any]] = set()
         self._scoped: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
-        self._announce: Callable[[str], None] | None = None
+        self._pipe: tuple[int, int] | None = None
+        self._previous_wakeup = -1
+        #: Signal handlers are installed (:func:`handling_signals`).
+        self.handling = False
 
     @property
     def requested(self) -> bool:
@@ -149,6 +152,33 @@ class Stop:
             loop.default_exception_handler(context)
 
         loop.set_exception_handler(quiet_after_stop)
+        self._watch(loop)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake the loop on a signal, whichever thread the kernel delivered it to.
+
+        The handler itself runs in the main thread, but only once that thread runs
+        Python code; a signal taken by a resolver thread would leave the loop asleep.
+        The C-level handler writes to the wakeup fd, which the loop watches.
+        """
+        if not self.handling or threading.current_thread() is not threading.main_thread():
+            return
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        self._previous_wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        loop.add_reader(read, _drain, read)
+        self._pipe = (read, write)
+
+    def _unwatch(self) -> None:
+        if self._pipe is None or self._loop is None:
+            return
+        read, write = self._pipe
+        self._pipe = None
+        signal.set_wakeup_fd(self._previous_wakeup)
+        self._loop.remove_reader(read)
+        os.close(read)
+        os.close(write)
 
     def run(self, main: Coroutine[Any, Any, T], *, stoppable: bool = False) -> T:
         """``asyncio.run(main)`` with this stop bound to the loop.
@@ -160,11 +190,14 @@ class Stop:
 
         async def bound() -> T:
             self.bind()
-            if not stoppable:
-                return await main
-            async with self.stoppable():
-                result = await main
-            return result
+            try:
+                if not stoppable:
+                    return await main
+                async with self.stoppable():
+                    result = await main
+                return result
+            finally:
+                self._unwatch()
 
         try:
             return asyncio.run(bound())
@@ -280,6 +313,12 @@ class Stop:
         os._exit(128 + signum)
 
 
+def _drain(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        while os.read(fd, 512):
+            pass
+
+
 def _say(text: str) -> None:
     """Write to standard error unbuffered (a signal handler may interrupt a buffered write)."""
     with contextlib.suppress(OSError):
@@ -298,6 +337,7 @@ def handling_signals() -> Iterator[Stop]:
         yield stop
         return
     previous = {sig: signal.signal(sig, stop._on_signal) for sig in SIGNALS}
+    stop.handling = True
     try:
         yield stop
     finally:

@@ -526,3 +526,48 @@ def test_readme_documents_every_action_and_exit_code() -> None:
     for action in Action:
         assert f"`{action.value}`" in readme, action
     assert ACTIONS | {"create", "update"} == {a.value for a in Action}
+
+
+# ------------------------------------------------------------------------ discover
+
+
+async def test_discover_stopped_writes_nothing(tmp_path: Path) -> None:
+    """Its first DNS query meets a resolver that never answers; the signal comes then."""
+    asked = asyncio.Event()
+
+    class Mute(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            asked.set()
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Mute, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    output = tmp_path / "found.yaml"
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "provision",
+            "discover",
+            "support@example.com",
+            "--nameserver",
+            f"127.0.0.1:{port}",
+            "--json",
+            "-o",
+            str(output),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        run = Run(process, time.monotonic())
+        async with asyncio.timeout(LIMIT):
+            await asked.wait()
+        process.send_signal(signal.SIGTERM)
+        code, out, err = await run.finish()
+    finally:
+        transport.close()
+
+    assert code == 143
+    assert b"discover: stopped by SIGTERM; nothing was written" in err
+    assert json.loads(out) == {"ok": False, "exit_code": 143, "stopped_by": "SIGTERM"}
+    assert not output.exists()
