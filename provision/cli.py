@@ -20,6 +20,7 @@ import typer
 
 from provision._version import __version__
 from provision.cli_coerce import FastCommand, FastGroup
+from provision.cli_help import command_help
 from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
@@ -51,7 +52,7 @@ app = typer.Typer(
     name="provision",
     help="Probe, then provision Rocket.Chat omnichannel email inboxes as code.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
@@ -81,7 +82,7 @@ def _root(
     """
 
 
-@app.command(cls=FastCommand)
+@app.command(cls=FastCommand, **command_help("check"))
 @shared_options(timeout=60.0)
 def check(
     run: Run,
@@ -102,10 +103,10 @@ def check(
     with handling_signals() as stop:
         work = _check_offline(run, options) if offline else _check(run, options, ci, stop)
         report = _run(work, run.json_output, ci, stop)
-        _emit(report, run.json_output, code=_finish_ci(ci, report))
+        _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
-@app.command(name="set", cls=FastCommand)
+@app.command(name="set", cls=FastCommand, **command_help("set"))
 @shared_options(timeout=120.0)
 def set_command(
     run: Run,
@@ -146,7 +147,7 @@ def set_command(
     with handling_signals() as stop:
         coro = _set(run, server or "", two_factor_code, switches, options, ci, stop)
         report = _run(coro, run.json_output, ci, stop)
-        _emit(report, run.json_output, code=_finish_ci(ci, report))
+        _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
 def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
@@ -275,9 +276,11 @@ async def _set(
         )
 
 
-@app.command(name="discover", cls=FastCommand)
+@app.command(name="discover", cls=FastCommand, **command_help("discover"))
 def discover_command(
-    address: Annotated[str, typer.Argument(help="The inbox address, e.g. support@example.com.")],
+    address: Annotated[
+        str, typer.Argument(metavar="ADDRESS", help="The inbox address, e.g. support@example.com.")
+    ],
     username: Annotated[
         str | None,
         typer.Option(
@@ -381,7 +384,7 @@ def discover_command(
     raise typer.Exit(int(result.exit_code))
 
 
-@app.command(name="sandbox", cls=FastCommand)
+@app.command(name="sandbox", cls=FastCommand, **command_help("sandbox"))
 def sandbox_command(
     directory: Annotated[
         Path | None,
@@ -392,18 +395,27 @@ def sandbox_command(
         ),
     ] = None,
 ) -> None:
-    """Run local SMTP and IMAP servers with a throw-away CA until stopped (Ctrl-C, SIGTERM)."""
+    """Run local SMTP and IMAP servers with a throw-away CA, and a Rocket.Chat double,
+    until stopped (Ctrl-C, SIGTERM, SIGHUP; its files are removed then).
+
+    The directory holds inboxes.yaml (the sandbox's inboxes), ca.pem (its CA) and
+    rocketchat.env (the double's URL and token, for `set` and `export`); it prints the
+    commands that use them.
+    """
+    from provision.cli_help import invocation
     from provision.sandbox.runner import serve_forever
     from provision.stopping import Stopped, handling_signals
 
     with handling_signals() as stop, contextlib.suppress(Stopped):
-        stop.run(serve_forever(directory, announce=typer.echo), stoppable=True)
+        stop.run(
+            serve_forever(directory, announce=typer.echo, program=invocation()), stoppable=True
+        )
     # Its files (the password and the token among them) went with it.
     typer.echo(f"sandbox stopped by {stop.name}; its files are removed", err=True)
     raise typer.Exit(stop.exit_code)
 
 
-@app.command(name="export", cls=FastCommand)
+@app.command(name="export", cls=FastCommand, **command_help("export"))
 def export_command(
     server: ServerOpt = None,
     output: Annotated[
@@ -489,7 +501,7 @@ def export_command(
     raise typer.Exit(0)
 
 
-@app.command(name="schema", cls=FastCommand)
+@app.command(name="schema", cls=FastCommand, **command_help("schema"))
 def schema_command() -> None:
     """Print the JSON Schema (draft 2020-12) of the inbox file, for editors and linters."""
     from provision.commands.schema import schema_text
@@ -544,7 +556,9 @@ def _stopped_early(command: str, stop: Stop, json_output: bool) -> NoReturn:
     raise typer.Exit(stop.exit_code)
 
 
-def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoReturn:
+def _emit(
+    report: Report, json_output: bool, *, code: int | None = None, quiet: bool = False
+) -> NoReturn:
     if json_output:
         from provision.render.json import render_json
 
@@ -552,7 +566,7 @@ def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoRe
     else:
         from provision.render.text import render_text
 
-        typer.echo(render_text(report, color=_color()))
+        typer.echo(render_text(report, color=_color(), quiet=quiet))
     raise typer.Exit(int(report.exit_code) if code is None else code)
 
 

@@ -81,7 +81,7 @@ async def set_inboxes(
         options: probe options; ``options.timeout`` bounds the whole run.
         target: the Rocket.Chat server, credentials and ``set`` switches.
         input_warnings: findings from loading, by index into ``inboxes``.
-        progress: a report to fill in as the run goes (so an interrupted run can
+        progress: a report to fill in as the run goes (so a stopped run can
             still show what was written); a new one when ``None``.
         on_inbox_done: called with each inbox's result as soon as its probes finish
             (as for :func:`provision.commands.check.check`).
