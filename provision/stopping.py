@@ -280,7 +280,27 @@ class Stop:
             if task is not None:
                 self._writing.discard(task)
 
-    async def read_back(self, read: Awaitable[T]) -> T | None:
+    async def write_or_read_back(
+        self, operation: Awaitable[T], read_back: Callable[[], Awaitable[T | None]]
+    ) -> T | None:
+        """:meth:`write`; when the grace cut it short, :meth:`read_back` decides.
+
+        Args:
+            operation: the write (a save, a delete).
+            read_back: called only then: what the server shows, as the write's result
+                (the id of an inbox stored as sent; ``True`` for one that is gone), or
+                ``None`` when that does not show the write applied.
+
+        Returns:
+            The write's result, or the read-back's; ``None``: the outcome is unknown
+            (the write may still land), also when the read-back did not answer in time.
+        """
+        try:
+            return await self.write(operation)
+        except WriteAbandoned:
+            return await self.read_back(read_back())
+
+    async def read_back(self, read: Awaitable[T | None]) -> T | None:
         """A read after an abandoned write, within :data:`READ_BACK` and the deadline.
 
         Returns:

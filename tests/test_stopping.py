@@ -251,6 +251,34 @@ async def test_set_stopped_during_writes(box: Sandbox, tmp_path: Path, sig: sign
     await _rerun_converges(box, batch, _stored(box))
 
 
+async def test_set_stopped_in_quiet_text_mode_prints_what_was_done(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    double, release = _double(box), asyncio.Event()
+    double.inject("POST", INBOX, Fault.held(release), skip=1, times=2)
+    run = await _start(box, "set", str(_batch(box)), "-q")
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("POST", INBOX, 3)
+    run.process.send_signal(signal.SIGINT)
+    await run.until_stderr(b"received; stopping")
+    release.set()
+    code, out, _err = await run.finish()
+
+    text = out.decode()
+    assert code == 130
+    assert text.count("    => created (id ") == 3
+    assert text.count("    => not-started") == 1
+    assert "(3 created, 1 not-started)" in text
+    assert "(exit 130)" in text
+    assert "stopped: SIGINT ended the run early; each inbox shows what was done; 1 not " in text
+    assert sorted(_stored(box)) == sorted(
+        line.split("<")[1].split(">")[0]
+        for block in text.split("\n\n")
+        if "=> created" in block
+        for line in block.splitlines()[:1]
+    )
+
+
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 async def test_set_stopped_after_writes(box: Sandbox, tmp_path: Path, sig: signal.Signals) -> None:
     """Every write done, two read-backs in flight: all created, those two not read back."""

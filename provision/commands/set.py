@@ -354,17 +354,19 @@ async def _write(
     from provision.errors import RocketChatError
     from provision.rocketchat.payload import diff_inbox
 
-    try:
-        return await stop.write(rc.save_inbox(body))
-    except WriteAbandoned:
-        pass
-    try:
-        found = await stop.read_back(rc.search_inbox(str(wanted["email"])))
-    except RocketChatError:
-        found = None
-    if found is not None and not diff_inbox(found, wanted) and isinstance(found.get("_id"), str):
+    async def stored_as_wanted() -> str | None:
+        try:
+            found = await rc.search_inbox(str(wanted["email"]))
+        except RocketChatError:
+            return None
+        if found is None or diff_inbox(found, wanted) or not isinstance(found.get("_id"), str):
+            return None
         stage.facts["write_state"] = "confirmed-by-read-back"
         return str(found["_id"])
+
+    inbox_id = await stop.write_or_read_back(rc.save_inbox(body), stored_as_wanted)
+    if inbox_id is not None:
+        return inbox_id
     stage.fail(
         FailureClass.ROCKETCHAT,
         f"stopped by {stop.name} while the write was in flight: no answer within "

@@ -25,14 +25,16 @@ _RESET = "\x1b[0m"
 
 def render_text(report: Report, *, color: bool = False, quiet: bool = False) -> str:
     """The report for a person: one block per inbox, failures first in each block;
-    ``quiet`` leaves out the inboxes that simply passed (the summary still counts them)."""
+    ``quiet`` leaves out the inboxes that simply passed (the summary still counts them),
+    except in a stopped run, where every inbox's state is news."""
 
     def paint(status: Status, text: str) -> str:
         return f"{_COLOR[status]}{text}{_RESET}" if color else text
 
     lines: list[str] = []
     for inbox in report.inboxes:
-        if quiet and inbox.status(strict=report.strict) is Status.PASSED:
+        # A stopped run shows every inbox: what was written matters as much as what failed.
+        if quiet and not report.stopped_by and inbox.status(strict=report.strict) is Status.PASSED:
             continue
         lines.extend(_inbox_lines(inbox, report.strict, paint))
         lines.append("")
