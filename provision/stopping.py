@@ -120,6 +120,7 @@ class Stop:
             Stopped: a stop was asked for before or during the block.
         """
         task = asyncio.current_task()
+        self._ensure_event()  # so that a stop reaches this loop
         if self.requested:
             raise Stopped
         if task is None:
@@ -137,12 +138,20 @@ class Stop:
             self._scoped.discard(task)
             self._cut.discard(task)
 
+    def _ensure_event(self) -> asyncio.Event:
+        """The event a stop sets, made in the running loop (set at once if stopped)."""
+        if self._event is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+            if self.signal is not None:
+                self._event.set()
+        return self._event
+
     def bind(self) -> None:
-        """Attach to the running event loop (a stop already asked for takes effect)."""
-        self._loop = loop = asyncio.get_running_loop()
-        self._event = asyncio.Event()
-        if self.signal is not None:
-            self._event.set()
+        """Take over the running loop for a command (:meth:`run`): signals wake it, and
+        cancellations after a stop print nothing."""
+        self._ensure_event()
+        loop = asyncio.get_running_loop()
 
         def quiet_after_stop(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
             # A stop cancels work mid-protocol; a library callback that trips over the
@@ -206,10 +215,7 @@ class Stop:
 
     async def wait(self) -> None:
         """Return once a stop is asked for."""
-        if self._event is None:
-            self.bind()
-        assert self._event is not None
-        await self._event.wait()
+        await self._ensure_event().wait()
 
     async def settle(
         self, tasks: Collection[asyncio.Future[Any]], *, within: float | None = None

@@ -599,3 +599,54 @@ async def test_discover_stopped_writes_nothing(tmp_path: Path) -> None:
     assert b"discover: stopped by SIGTERM; nothing was written" in err
     assert json.loads(out) == {"ok": False, "exit_code": 143, "stopped_by": "SIGTERM"}
     assert not output.exists()
+
+
+# ------------------------------------------------------------------------- library
+
+
+async def test_a_library_caller_stops_set_with_its_own_stop(box: Sandbox) -> None:
+    """No signal handler: ``Stop.request`` from the caller's own code does the same."""
+    from provision.stopping import Stop
+
+    double, release = _double(box), asyncio.Event()
+    double.inject("POST", INBOX, Fault.held(release), skip=1, times=1)
+    loaded = load_inboxes([str(_batch(box))])
+    stop = Stop()
+    run = asyncio.ensure_future(
+        set_inboxes(
+            loaded.inboxes,
+            ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=30),
+            SetOptions(
+                server=box.rocketchat_url,
+                credentials=TokenAuth(user_id=box.user_id, token=box.token),
+                write_concurrency=1,
+            ),
+            stop=stop,
+        )
+    )
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("POST", INBOX, 2)
+    stop.request(signal.SIGTERM)
+    release.set()
+    async with asyncio.timeout(LIMIT):
+        report = await run
+
+    assert report.stopped_by == "SIGTERM"
+    assert report.exit_code is ExitCode.STOPPED_SIGTERM
+    assert [i.action for i in report.inboxes] == ["created"] * 2 + ["not-started"] * 2
+    _assert_matches_store(report.to_json(), box)
+
+
+async def test_check_stopped_before_it_starts_probes_nothing(box: Sandbox) -> None:
+    from provision.commands.check import check
+    from provision.stopping import Stop
+
+    stop = Stop()
+    stop.request(signal.SIGINT)
+    report = await check(load_inboxes([str(_batch(box))]).inboxes, stop=stop)
+
+    assert report.exit_code is ExitCode.STOPPED_SIGINT
+    assert not report.ok
+    assert {s.message for i in report.inboxes for s in i.stages} == {
+        "not started: stopped by SIGINT"
+    }

@@ -132,8 +132,10 @@ async def probe_all(
     gate = asyncio.Semaphore(max(1, options.concurrency))
     begun: set[int] = set()
 
-    async def one(index: int, inbox: Inbox) -> InboxResult:
+    async def one(index: int, inbox: Inbox) -> InboxResult | None:
         async with gate:
+            if stop.requested:
+                return None  # its turn came after the stop: not started
             begun.add(index)
             result = await probe_inbox(inbox, options, deadline=deadline)
         if on_inbox_done is not None:
@@ -144,8 +146,9 @@ async def probe_all(
     await stop.settle(tasks, within=options.timeout + _GRACE)
     results = []
     for index, (inbox, task) in enumerate(zip(inboxes, tasks, strict=True)):
-        if task.done() and not task.cancelled():
-            result = task.result()
+        done = task.result() if task.done() and not task.cancelled() else None
+        if done is not None:
+            result = done
         elif stop.requested:
             task.cancel()
             result = stopped_probes(inbox, str(stop.name), begun=index in begun)
