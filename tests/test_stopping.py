@@ -650,3 +650,58 @@ async def test_check_stopped_before_it_starts_probes_nothing(box: Sandbox) -> No
     assert {s.message for i in report.inboxes for s in i.stages} == {
         "not started: stopped by SIGINT"
     }
+
+
+async def test_set_stopped_during_wait_active_keeps_the_write_and_says_the_wait_was_cut(
+    box: Sandbox,
+) -> None:
+    from provision.stopping import Stop
+
+    double = _double(box)
+    loaded = load_inboxes([str(_batch(box, 1))])
+    stop = Stop()
+    run = asyncio.ensure_future(
+        set_inboxes(
+            loaded.inboxes,
+            ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=60),
+            SetOptions(
+                server=box.rocketchat_url,
+                credentials=TokenAuth(user_id=box.user_id, token=box.token),
+                wait_active=30,
+            ),
+            stop=stop,
+        )
+    )
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("GET", f"{INBOX}/:_id", 2)  # read back, then one poll
+    stop.request(signal.SIGHUP)
+    async with asyncio.timeout(LIMIT):
+        report = await run
+
+    (inbox,) = report.inboxes
+    assert inbox.action == "created"
+    verify = {s.stage: s for s in inbox.stages}["verify"]
+    assert verify.message == "read back: as described; --wait-active cut short: stopped by SIGHUP"
+    assert report.exit_code is ExitCode.STOPPED_SIGHUP
+
+
+async def test_a_write_whose_answer_and_read_back_both_fail_is_unknown(box: Sandbox) -> None:
+    """Not only a stop: a lost answer that cannot be read back is ``unknown`` too."""
+    double = _double(box)
+    double.inject("POST", INBOX, Fault.error(502, apply=True))
+    double.inject("GET", f"{INBOX}.search", Fault.error(503), skip=1, times=10)
+    loaded = load_inboxes([str(_batch(box, 1))])
+    report = await set_inboxes(
+        loaded.inboxes,
+        ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=30),
+        SetOptions(
+            server=box.rocketchat_url,
+            credentials=TokenAuth(user_id=box.user_id, token=box.token),
+        ),
+    )
+    (inbox,) = report.inboxes
+    assert inbox.action == "unknown"
+    submit = {s.stage: s for s in inbox.stages}["submit"]
+    assert submit.facts["write_state"] == "unknown"
+    assert report.exit_code is ExitCode.ROCKETCHAT
+    assert len(_stored(box)) == 1  # it did land: a rerun reports it unchanged
