@@ -224,6 +224,26 @@ async def test_set_stopped_before_any_write(
     await _rerun_converges(box, batch, {})
 
 
+async def test_set_stopped_while_logging_in(box: Sandbox, tmp_path: Path) -> None:
+    """The token check (``GET /api/v1/me``) hangs: nothing probed, nothing sent."""
+    double, release = _double(box), asyncio.Event()
+    double.inject("GET", "/api/v1/me", Fault.held(release))
+    batch, junit = _batch(box), tmp_path / "set.xml"
+    run = await _set(box, batch, junit)
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("GET", "/api/v1/me", 1)
+    run.process.send_signal(signal.SIGTERM)
+    code, out, _err = await run.finish()
+    release.set()
+
+    doc = _check_stopped_report(out, code, junit, signal.SIGTERM)
+    assert set(_actions(doc).values()) == {"not-started"}
+    assert {s["message"] for i in doc["inboxes"] for s in i["stages"][:2]} == {
+        "not started: stopped by SIGTERM"
+    }
+    assert _stored(box) == {}
+
+
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 async def test_set_stopped_during_writes(box: Sandbox, tmp_path: Path, sig: signal.Signals) -> None:
     """Two writes in flight finish within the grace; the two inboxes not reached stay unsent."""
