@@ -640,10 +640,24 @@ def _setup_logging(verbose: bool) -> None:
         logger.setLevel(logging.NOTSET)
 
 
+def _exit_past_hung_threads(done: SystemExit) -> None:
+    """A stopped run whose resolver threads still hang: its report is out, so end now
+    instead of joining them (the interpreter would, for as long as they hang)."""
+    stopping = sys.modules.get("provision.stopping")  # loaded only by a command that ran
+    if stopping is None or not stopping.threads_left():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(done.code if isinstance(done.code, int) else int(ExitCode.INTERNAL))
+
+
 def main() -> None:
     """Console entry point: the only place an unexpected exception is caught."""
     try:
         app()
+    except SystemExit as done:
+        _exit_past_hung_threads(done)
+        raise
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None

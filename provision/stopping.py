@@ -14,12 +14,14 @@ event loop runs: a signal while the report is being written waits for it to be w
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterator
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "WriteAbandoned",
     "handling_signals",
     "on_abort",
+    "threads_left",
 ]
 
 T = TypeVar("T")
@@ -197,8 +200,11 @@ class Stop:
                 :class:`Stopped` is raised; otherwise ``main`` handles the stop itself.
         """
 
+        executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=_THREADS)
+
         async def bound() -> T:
             self.bind()
+            asyncio.get_running_loop().set_default_executor(executor)
             try:
                 if not stoppable:
                     return await main
@@ -207,6 +213,8 @@ class Stop:
                 return result
             finally:
                 self._unwatch()
+                if self.requested:
+                    _leave_resolver_threads(asyncio.get_running_loop(), executor)
 
         try:
             return asyncio.run(bound())
@@ -337,6 +345,26 @@ class Stop:
                 hook()
         _say(f"provision: {name} again; ended at once, the report was not written\n")
         os._exit(128 + signum)
+
+
+#: Names the threads of a command's default executor (``getaddrinfo`` runs there).
+_THREADS = "provision-executor"
+
+
+def _leave_resolver_threads(loop: asyncio.AbstractEventLoop, executor: Executor) -> None:
+    """After a stop, do not wait for the executor's threads before the report.
+
+    ``getaddrinfo`` cannot be cancelled; a resolver that hangs would hold the report
+    back by its own timeout (``docker stop`` sends SIGKILL after 10 s). The loop gets
+    an unused executor to shut down instead; :func:`threads_left` tells the CLI.
+    """
+    executor.shutdown(wait=False, cancel_futures=True)
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+
+
+def threads_left() -> bool:
+    """A stop left executor threads running (a hanging resolver): exit without them."""
+    return any(t.name.startswith(_THREADS) and t.is_alive() for t in threading.enumerate())
 
 
 def _drain(fd: int) -> None:

@@ -725,3 +725,60 @@ async def test_a_write_whose_answer_and_read_back_both_fail_is_unknown(box: Sand
     assert submit.facts["write_state"] == "unknown"
     assert report.exit_code is ExitCode.ROCKETCHAT
     assert len(_stored(box)) == 1  # it did land: a rerun reports it unchanged
+
+
+# ------------------------------------------------------------- a resolver that hangs
+
+#: ``python -m provision`` with a system resolver that never answers for ``hang.test``:
+#: ``getaddrinfo`` cannot be made to hang on loopback without root, so it is replaced
+#: (it runs in a thread that nothing can cancel, which is the point of the test).
+_HANGING_RESOLVER = """
+import runpy, socket, sys, threading
+never, real = threading.Event(), socket.getaddrinfo
+def getaddrinfo(host, *args, **kwargs):
+    if host == "hang.test":
+        sys.stderr.write("resolving hang.test\\n")
+        sys.stderr.flush()
+        never.wait()
+    return real(host, *args, **kwargs)
+socket.getaddrinfo = getaddrinfo
+sys.argv = ["provision", *sys.argv[1:]]
+runpy.run_module("provision", run_name="__main__", alter_sys=True)
+"""
+
+
+async def test_a_hanging_resolver_does_not_hold_the_report_back(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    batch = _batch(box, 2)
+    doc = json.loads(batch.read_text())
+    doc["inboxes"][1]["smtp"] = {**doc["inboxes"][1]["smtp"], "server": "hang.test"}
+    batch.write_text(json.dumps(doc))
+    junit = tmp_path / "check.xml"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HANGING_RESOLVER,
+        "check",
+        str(batch),
+        "--json",
+        "--junit",
+        str(junit),
+        "--ca-file",
+        str(box.ca_file),
+        "--concurrency",
+        "1",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    run = Run(process, time.monotonic())
+    await run.until_stderr(b"resolving hang.test")
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code, out, _err = await run.finish()
+
+    assert time.monotonic() - signalled < GRACE  # not held by the thread that still waits
+    report = _check_stopped_report(out, code, junit, signal.SIGTERM)
+    assert [i["status"] for i in report["inboxes"]][1] == "skipped"
+    assert report["inboxes"][0]["stages"][0]["status"] in ("passed", "warning")
