@@ -194,13 +194,15 @@ def _check_ca_file(path: Path | None) -> Path | None:
 
 @contextlib.asynccontextmanager
 async def _inputs(
-    run: Run, options: ProbeOptions
+    run: Run, options: ProbeOptions, stop: Stop
 ) -> AsyncIterator[tuple[LoadResult, ProbeOptions, Sandbox | None]]:
     """The inboxes to run: the files, or those of a sandbox started for the run (and its CA)."""
     from provision.inbox import load_inboxes
 
     if not run.sandbox:
-        yield load_inboxes(run.files or []), options, None
+        with stop.interruptible():  # standard input may never end
+            loaded = load_inboxes(run.files or [])
+        yield loaded, options, None
         return
     import dataclasses
 
@@ -214,7 +216,7 @@ async def _inputs(
 async def _check(run: Run, options: ProbeOptions, ci: CiOutputs, stop: Stop) -> Report:
     from provision.commands.check import check as run_check
 
-    async with _inputs(run, options) as (loaded, options, _box):
+    async with _inputs(run, options, stop) as (loaded, options, _box):
         return await run_check(
             loaded.inboxes,
             options,
@@ -257,7 +259,7 @@ async def _set(
         credentials_from_env,
     )
 
-    async with _inputs(run, options) as (loaded, options, box):
+    async with _inputs(run, options, stop) as (loaded, options, box):
         credentials: Credentials
         if box is None:
             credentials = credentials_from_env(os.environ, code=code)
@@ -526,8 +528,14 @@ def _small_tls_buffers() -> None:
 
 def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs, stop: Stop) -> Report:
     _small_tls_buffers()
+    from provision.stopping import Stopped
+
     try:
         return stop.run(coro)
+    except Stopped:  # before any inbox was read: a report of none, stopped
+        from provision.results import Report
+
+        return Report(command=ci.command, settings={"stopped_by": stop.name})
     except ConfigError as exc:
         failed = ci.failed_input(exc.problems)
         if failed:

@@ -80,6 +80,7 @@ class Stop:
         self._previous_wakeup = -1
         #: Signal handlers are installed (:func:`handling_signals`).
         self.handling = False
+        self._blocking = False
 
     @property
     def requested(self) -> bool:
@@ -329,6 +330,22 @@ class Stop:
         except TimeoutError:
             return None
 
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A blocking call (reading standard input) that the first signal interrupts.
+
+        The handler raises :class:`Stopped` inside it, as Ctrl-C raises
+        ``KeyboardInterrupt``: a read that Python would retry after the signal (PEP 475)
+        would otherwise wait on. Only for calls with nothing to clean up.
+        """
+        if self.requested:
+            raise Stopped
+        self._blocking = True
+        try:
+            yield
+        finally:
+            self._blocking = False
+
     # ----------------------------------------------------------------- signals
 
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -338,6 +355,9 @@ class Stop:
                 f"provision: {signal.Signals(signum).name} received; stopping (no new work; "
                 f"writes in flight get up to {GRACE:g} s); signal again to end at once\n"
             )
+            if self._blocking:
+                self._blocking = False
+                raise Stopped
             return
         name = signal.Signals(signum).name
         for hook in list(_abort_hooks):

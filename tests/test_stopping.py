@@ -782,3 +782,50 @@ async def test_a_hanging_resolver_does_not_hold_the_report_back(
     report = _check_stopped_report(out, code, junit, signal.SIGTERM)
     assert [i["status"] for i in report["inboxes"]][1] == "skipped"
     assert report["inboxes"][0]["stages"][0]["status"] in ("passed", "warning")
+
+
+# --------------------------------------------------------------- standard input
+
+
+async def test_a_signal_interrupts_a_read_of_standard_input_that_never_ends(
+    tmp_path: Path,
+) -> None:
+    """``check -`` on a pipe whose writer never closes it: Python retries a read that a
+    signal interrupts (PEP 475), so the first signal must end the read itself."""
+    read, write = os.pipe()
+    junit = tmp_path / "check.xml"
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "provision",
+            "check",
+            "-",
+            "--json",
+            "--junit",
+            str(junit),
+            stdin=read,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        os.close(read)
+        await _blocked_on_a_pipe(process.pid)
+        process.send_signal(signal.SIGINT)
+        code, out, _err = await Run(process, time.monotonic()).finish()
+    finally:
+        os.close(write)
+
+    doc = _check_stopped_report(out, code, junit, signal.SIGINT)
+    assert doc["inboxes"] == []
+
+
+async def _blocked_on_a_pipe(pid: int) -> None:
+    """Until the kernel shows the process asleep reading a pipe (its wait channel).
+
+    Nothing else tells that a process sits in ``read()``; the check is repeated until
+    then (it is no guess at a duration: a slow start only takes more rounds).
+    """
+    wchan = Path(f"/proc/{pid}/wchan")
+    async with asyncio.timeout(LIMIT):
+        while "pipe" not in wchan.read_text():
+            await asyncio.sleep(0.005)
