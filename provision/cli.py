@@ -24,11 +24,20 @@ from provision.cli_help import command_help
 from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
+    CertDaysOpt,
+    ConcurrencyOpt,
     EhloOpt,
+    EnvelopeOpt,
     JsonOpt,
+    JunitOpt,
+    NoVerifyOpt,
+    QuietOpt,
+    RoundTripOpt,
+    RoundTripTimeoutOpt,
     Run,
     ServerOpt,
     StepTimeoutOpt,
+    StrictOpt,
     TimeoutOpt,
     TwoFactorOpt,
     VerboseOpt,
@@ -38,6 +47,7 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
 
 if TYPE_CHECKING:
+    from provision.errors import RocketChatCallError
     from provision.inbox import LoadResult
     from provision.models import ProbeOptions
     from provision.render.ci import CiOutputs
@@ -77,7 +87,7 @@ def _root(
 
     Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
     13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
-    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable,
+    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable, 18 drift,
     20 Rocket.Chat API; 129, 130, 143 stopped by SIGHUP, SIGINT, SIGTERM.
     """
 
@@ -93,11 +103,22 @@ def check(
             help="Check every input rule and log into nothing (no network; for pre-commit).",
         ),
     ] = False,
+    envelope: EnvelopeOpt = False,
+    round_trip: RoundTripOpt = False,
+    round_trip_timeout: RoundTripTimeoutOpt = 60.0,
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
+    if offline and (envelope or round_trip):
+        _usage_error(
+            "--offline logs into nothing; --envelope and --round-trip need the network",
+            run.json_output,
+        )
     options, ci = _start(run, "check")
+    options = _probe_extras(
+        options, envelope=envelope, round_trip=round_trip, round_trip_timeout=round_trip_timeout
+    )
     from provision.stopping import handling_signals
 
     with handling_signals() as stop:
@@ -129,6 +150,7 @@ def set_command(
     ] = 0.0,
     allow_http: AllowHttpOpt = False,
     two_factor_code: TwoFactorOpt = None,
+    envelope: EnvelopeOpt = False,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
 
@@ -136,6 +158,7 @@ def set_command(
     (a personal access token), or ROCKETCHAT_USER + ROCKETCHAT_PASSWORD.
     """
     options, ci = _start(run, "set", server=server)
+    options = _probe_extras(options, envelope=envelope)
     switches = {
         "allow_http": allow_http,
         "dry_run": dry_run,
@@ -153,7 +176,7 @@ def set_command(
 def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
     """Check what can be checked before any I/O; the probe options and CI outputs."""
     _setup_logging(run.verbose)
-    if not run.files and not run.sandbox:
+    if command != "audit" and not run.files and not run.sandbox:
         _usage_error(
             "give at least one inbox file ('-' for standard input), or --sandbox", run.json_output
         )
@@ -177,11 +200,21 @@ def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeO
             strict=run.strict,
             ehlo_name=run.ehlo_name,
             smtp_verify=not run.smtp_no_verify,
+            cert_days=run.cert_days,
         )
         # A --junit path that cannot be written is exit 2 now, before any probe.
         return options, CiOutputs.from_environ(command, run.junit)
     except ConfigError as exc:
         _config_error(exc.problems, run.json_output)
+
+
+def _probe_extras(options: ProbeOptions, **extras: Any) -> ProbeOptions:
+    """The probe options beyond the login (--envelope, --round-trip), when given."""
+    if not (extras.get("envelope") or extras.get("round_trip")):
+        return options  # dataclasses stays off the common path
+    import dataclasses
+
+    return dataclasses.replace(options, **extras)
 
 
 def _check_ca_file(path: Path | None) -> Path | None:
@@ -276,6 +309,127 @@ async def _set(
             on_inbox_done=ci.started(loaded.inboxes),
             stop=stop,
         )
+
+
+@app.command(name="audit", cls=FastCommand, **command_help("audit"))
+def audit_command(
+    server: ServerOpt = None,
+    emails: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--email",
+            metavar="ADDR",
+            help="Audit only this stored inbox (repeatable; exact, case-sensitive).",
+            show_default=False,
+        ),
+    ] = None,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--against",
+            metavar="FILE",
+            help="Compare the stored inboxes with these inbox files (repeatable); "
+            "drift is exit 18.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    strict: StrictOpt = False,
+    timeout: TimeoutOpt = 120.0,
+    step_timeout: StepTimeoutOpt = 10.0,
+    concurrency: ConcurrencyOpt = 10,
+    ca_file: CaFileOpt = None,
+    ehlo_name: EhloOpt = None,
+    smtp_no_verify: NoVerifyOpt = False,
+    cert_days: CertDaysOpt = 21,
+    allow_http: AllowHttpOpt = False,
+    two_factor_code: TwoFactorOpt = None,
+    junit: JunitOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Probe every inbox stored in Rocket.Chat with its stored settings, exactly as `check`.
+
+    Reports per inbox its probes and Rocket.Chat's state (id, active, updated); an
+    inactive inbox whose probe fails was most likely switched off by Rocket.Chat.
+    Credentials come from the environment, as for `set`. Passwords read from the API
+    are never printed, logged or written.
+    """
+    if not server:
+        _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", json_output)
+    run = Run(
+        files=None,
+        json_output=json_output,
+        quiet=quiet,
+        strict=strict,
+        timeout=timeout,
+        step_timeout=step_timeout,
+        concurrency=concurrency,
+        ca_file=ca_file,
+        ehlo_name=ehlo_name,
+        smtp_no_verify=smtp_no_verify,
+        sandbox=False,
+        verbose=verbose,
+        junit=junit,
+        cert_days=cert_days,
+    )
+    options, ci = _start(run, "audit")
+    from provision.errors import RocketChatCallError
+    from provision.stopping import handling_signals
+
+    with handling_signals() as stop:
+        coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
+        try:
+            # A stop ends the audit whole (a report of no inboxes, stopped_by set).
+            report = _run(coro, json_output, ci, stop, stoppable=True)
+        except RocketChatCallError as exc:
+            _rocketchat_error(exc, json_output, ci)
+        _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
+
+
+async def _audit(
+    server: str,
+    emails: list[str],
+    against: list[str] | None,
+    allow_http: bool,
+    code: str | None,
+    options: ProbeOptions,
+    ci: CiOutputs,
+) -> Report:
+    from provision.commands.audit import AuditTarget, audit_inboxes
+    from provision.inbox import load_inboxes
+    from provision.rocketchat.credentials import check_url, credentials_from_env
+
+    credentials = credentials_from_env(os.environ, code=code)
+    check_url(server, allow_http=allow_http)
+    loaded = load_inboxes(against) if against else None
+    target = AuditTarget(
+        server=server,
+        credentials=credentials,
+        allow_http=allow_http,
+        emails=tuple(dict.fromkeys(emails)),
+    )
+    return await audit_inboxes(
+        options,
+        target,
+        against=loaded.inboxes if loaded is not None else None,
+        against_files=against or (),
+        started=ci.started,
+    )
+
+
+def _rocketchat_error(exc: RocketChatCallError, json_output: bool, ci: CiOutputs) -> NoReturn:
+    """Rocket.Chat could not be read at all: exit 20, the error on stderr (and as JSON)."""
+    problem = ConfigProblem(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    failed = ci.failed_input([problem], rocketchat=True)
+    if failed:
+        typer.echo(f"error: {failed}", err=True)
+    typer.echo(f"error: {problem}", err=True)
+    if json_output:
+        from provision.render.json import render_problems_json
+
+        typer.echo(render_problems_json([problem], exit_code=ExitCode.ROCKETCHAT))
+    raise typer.Exit(int(ExitCode.ROCKETCHAT))
 
 
 @app.command(name="discover", cls=FastCommand, **command_help("discover"))
@@ -526,13 +680,20 @@ def _small_tls_buffers() -> None:
         asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
 
-def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs, stop: Stop) -> Report:
+def _run(
+    coro: Coroutine[Any, Any, Report],
+    json_output: bool,
+    ci: CiOutputs,
+    stop: Stop,
+    *,
+    stoppable: bool = False,
+) -> Report:
     _small_tls_buffers()
     from provision.stopping import Stopped
 
     try:
-        return stop.run(coro)
-    except Stopped:  # before any inbox was read: a report of none, stopped
+        return stop.run(coro, stoppable=stoppable)
+    except Stopped:  # before any inbox was read (or a stoppable run): none, stopped
         from provision.results import Report
 
         return Report(command=ci.command, settings={"stopped_by": stop.name})

@@ -27,6 +27,7 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.MAILBOX: "mailbox or sender",
     ExitCode.TRANSIENT: "transient: 4xx, throttling, timeouts, the deadline",
     ExitCode.NOTHING_FOUND: "discover found no usable SMTP or IMAP server",
+    ExitCode.DRIFT: "audit: stored inboxes differ from the files (nothing worse failed)",
     ExitCode.ROCKETCHAT: "Rocket.Chat's API refused or failed",
     ExitCode.STOPPED_SIGHUP: "stopped by SIGHUP (the report says what was done)",
     ExitCode.STOPPED_SIGINT: "stopped by SIGINT, Ctrl-C (the report says what was done)",
@@ -69,6 +70,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision check inboxes.yaml",
             "provision check inboxes.yaml --ca-file corp-ca.pem --junit report.xml",
             "provision check --offline inboxes/*.yaml      # input rules only",
+            "provision check inbox.yaml --envelope --round-trip  # send as it, mail to itself",
         ),
         (*_PROBE_CODES, *_STOPPED),
     ),
@@ -103,6 +105,15 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision export --server https://chat.example.com --json",
         ),
         (ExitCode.OK, ExitCode.USAGE, ExitCode.ROCKETCHAT, *_STOPPED),
+    ),
+    "audit": (
+        "Probe the inboxes stored in Rocket.Chat as check does; find drift.",
+        (
+            "provision audit --server https://chat.example.com",
+            "provision audit --email support@example.com --json",
+            "provision audit --against inboxes.yaml --junit audit.xml   # drift is exit 18",
+        ),
+        (*_PROBE_CODES, ExitCode.DRIFT, ExitCode.ROCKETCHAT, *_STOPPED),
     ),
     "schema": (
         "Print the JSON Schema of the inbox file.",

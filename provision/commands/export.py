@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from provision._version import __version__
 from provision.errors import ConfigError, ConfigProblem
+from provision.inbox.stored import file_mapping
 
 if TYPE_CHECKING:
     from provision.rocketchat.credentials import Credentials
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["ExportResult", "PasswordReference", "export_inboxes", "render_inbox_file"]
 
 _SECTIONS = ("smtp", "imap")
-_SERVER_KEYS = ("server", "port", "username", "password", "secure")
 _NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
 
 
@@ -207,7 +207,8 @@ def render_inbox_file(
         email = doc.get("email")
         label = _printable(str(email if email is not None else doc.get("name", f"#{index}")))
         base = _unique(_variable_base(doc, index), used)
-        inbox = _inbox(doc)
+        # The password's place is kept (None); the ${VAR} goes there.
+        inbox = file_mapping(doc, passwords=False)
         for section in _SECTIONS:
             settings = inbox.get(section)
             if not isinstance(settings, dict):
@@ -248,35 +249,6 @@ def _without_passwords(doc: Mapping[str, Any]) -> dict[str, Any]:
         settings = out.get(section)
         if isinstance(settings, Mapping):
             out[section] = {k: v for k, v in settings.items() if k != "password"}
-    return out
-
-
-def _escape(value: Any) -> Any:
-    """Keep a stored text literal: the loader reads ``${`` as a reference, ``$${`` as ``${``."""
-    return value.replace("${", "$${") if isinstance(value, str) else value
-
-
-def _inbox(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The inbox in the file's words: declarative, so empty optional texts are left out."""
-    out: dict[str, Any] = {}
-    for key in ("name", "email", "active"):
-        if key in doc:
-            out[key] = _escape(doc[key])
-    for key in ("description", "senderInfo", "department"):
-        value = doc.get(key)
-        if value not in (None, ""):
-            out[key] = _escape(value)
-    for section in _SECTIONS:
-        settings = doc.get(section)
-        if not isinstance(settings, Mapping):
-            continue
-        keys = (*_SERVER_KEYS, "maxRetries") if section == "imap" else _SERVER_KEYS
-        # The password's place is kept; render_inbox_file puts the ${VAR} there.
-        out[section] = {
-            key: None if key == "password" else _escape(settings[key])
-            for key in keys
-            if key in settings or key == "password"
-        }
     return out
 
 

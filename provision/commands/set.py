@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from provision.rocketchat.client import RocketChat
     from provision.rocketchat.credentials import Credentials
 
-__all__ = ["SetOptions", "set_inboxes"]
+__all__ = ["SetOptions", "resolve_departments", "set_inboxes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,17 +124,13 @@ async def set_inboxes(
                     open_rocketchat(
                         target.server,
                         target.credentials,
-                        RocketChatOptions(
-                            step_timeout=options.step_timeout,
-                            ca_file=options.ca_file,
-                            allow_http=target.allow_http,
-                        ),
+                        RocketChatOptions.like_probes(options, allow_http=target.allow_http),
                         deadline=deadline,
                     )
                 )
                 stack.callback(_bound_logout, rc, stop)
                 report.settings["rocketchat_version"] = rc.info.version
-                departments = await _resolve_departments(rc, inboxes)
+                departments = await resolve_departments(rc, inboxes)
             report.inboxes[:] = await probe_all(
                 inboxes,
                 options,
@@ -198,7 +194,7 @@ def _stopped(report: Report, inboxes: Sequence[Inbox], signal_name: str) -> None
                 _skip(ran, f"not sent to Rocket.Chat: stopped by {signal_name}")
 
 
-async def _resolve_departments(rc: RocketChat, inboxes: Sequence[Inbox]) -> dict[str, str]:
+async def resolve_departments(rc: RocketChat, inboxes: Sequence[Inbox]) -> dict[str, str]:
     """Department ids by inbox address; names resolved through the Omnichannel API."""
     from provision.errors import RocketChatDepartmentError
 

@@ -47,6 +47,18 @@ class FieldChange:
             return {"field": self.path, "change": "changed"}
         return {"field": self.path, "old": self.old, "new": self.new}
 
+    def as_drift(self) -> str:
+        """Read as drift (``old`` stored, ``new`` in the file); a secret only "differs"."""
+        if self.secret:
+            return f"{self.path}: differs"
+        return f"{self.path}: {_show(self.old)} on the server, {_show(self.new)} in the file"
+
+    def drift_json(self) -> dict[str, Any]:
+        """JSON form of :meth:`as_drift`; secrets only as ``"change": "differs"``."""
+        if self.secret:
+            return {"field": self.path, "change": "differs"}
+        return {"field": self.path, "server": self.old, "file": self.new}
+
 
 def _show(value: Any) -> str:
     """A value as JSON would spell it, ``(none)`` for absent."""
