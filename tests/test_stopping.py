@@ -829,3 +829,19 @@ async def _blocked_on_a_pipe(pid: int) -> None:
     async with asyncio.timeout(LIMIT):
         while "pipe" not in wchan.read_text():
             await asyncio.sleep(0.005)
+
+
+async def test_audit_stopped_reports_itself_stopped(box: Sandbox, tmp_path: Path) -> None:
+    double, release = _double(box), asyncio.Event()
+    double.inject("GET", f"{INBOX}.list", Fault.held(release))
+    junit = tmp_path / "audit.xml"
+    run = await _start(box, "audit", "--json", "--junit", str(junit))
+    async with asyncio.timeout(LIMIT):
+        await double.wait_received("GET", f"{INBOX}.list", 1)
+    run.process.send_signal(signal.SIGTERM)
+    code, out, _err = await run.finish()
+    release.set()
+
+    doc = _check_stopped_report(out, code, junit, signal.SIGTERM)
+    assert doc["command"] == "audit"
+    assert doc["inboxes"] == []
