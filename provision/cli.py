@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -47,6 +47,8 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
 
 if TYPE_CHECKING:
+    from typer.models import CommandInfo
+
     from provision.errors import RocketChatCallError
     from provision.inbox import LoadResult
     from provision.models import ProbeOptions
@@ -820,10 +822,50 @@ def _exit_past_hung_threads(done: SystemExit) -> None:
     os._exit(done.code if isinstance(done.code, int) else int(ExitCode.INTERNAL))
 
 
+def _commands_needed(args: list[str]) -> list[CommandInfo] | None:
+    """The registered commands a run needs, or None for all of them.
+
+    Typer turns every registered command into a Click command (reading its signature
+    and annotations, about 1 ms each) before it parses anything; a run that names a
+    command, or only asks for ``--version``, needs one or none. Root help, no
+    arguments, an unknown name or any other root option keep them all.
+    """
+    names = [a for a in args if not a.startswith("-")]
+    before = args[: args.index(names[0])] if names else args
+    if any(a != "--version" for a in before) or not args:
+        return None
+    if not names:
+        return []
+    wanted = [c for c in app.registered_commands if _command_name(c) == names[0]]
+    return wanted or None
+
+
+def _command_name(info: CommandInfo) -> str | None:
+    if info.name or info.callback is None:
+        return info.name
+    return typer.main.get_command_name(info.callback.__name__)
+
+
+@contextlib.contextmanager
+def _only_needed_commands(args: list[str]) -> Iterator[None]:
+    """Register only the commands this run needs while it runs (see _commands_needed)."""
+    registered = list(app.registered_commands) if isinstance(app, typer.Typer) else None
+    needed = _commands_needed(args) if registered is not None else None
+    if needed is None:
+        yield
+        return
+    app.registered_commands[:] = needed
+    try:
+        yield
+    finally:
+        app.registered_commands[:] = registered or []
+
+
 def main() -> None:
     """Console entry point: the only place an unexpected exception is caught."""
     try:
-        app()
+        with _only_needed_commands(sys.argv[1:]):
+            app()
     except SystemExit as done:
         _exit_past_hung_threads(done)
         raise
