@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -27,12 +27,15 @@ from provision.cli_options import (
     CertDaysOpt,
     ConcurrencyOpt,
     EhloOpt,
+    EnvelopeOpt,
     EveryOpt,
     JsonOpt,
     JunitOpt,
     MetricsOpt,
     NoVerifyOpt,
     QuietOpt,
+    RoundTripOpt,
+    RoundTripTimeoutOpt,
     Run,
     ServeOpt,
     ServerOpt,
@@ -47,6 +50,8 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
 
 if TYPE_CHECKING:
+    from typer.models import CommandInfo
+
     from provision.errors import RocketChatCallError
     from provision.inbox import LoadResult
     from provision.models import ProbeOptions
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
     from provision.results import Report
     from provision.rocketchat.credentials import Credentials
     from provision.sandbox.runner import Sandbox
+    from provision.stopping import Stop
 
 __all__ = ["app", "main"]
 
@@ -88,7 +94,7 @@ def _root(
     Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
     13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
     16 transient (4xx, throttling, timeouts), 17 discover found nothing usable, 18 drift,
-    20 Rocket.Chat API.
+    20 Rocket.Chat API; 129, 130, 143 stopped by SIGHUP, SIGINT, SIGTERM.
     """
 
 
@@ -103,6 +109,9 @@ def check(
             help="Check every input rule and log into nothing (no network; for pre-commit).",
         ),
     ] = False,
+    envelope: EnvelopeOpt = False,
+    round_trip: RoundTripOpt = False,
+    round_trip_timeout: RoundTripTimeoutOpt = 60.0,
     metrics: MetricsOpt = None,
     serve: ServeOpt = None,
     every: EveryOpt = None,
@@ -110,6 +119,16 @@ def check(
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
+    if offline and (envelope or round_trip):
+        _usage_error(
+            "--offline logs into nothing; --envelope and --round-trip need the network",
+            run.json_output,
+        )
+    extras = {
+        "envelope": envelope,
+        "round_trip": round_trip,
+        "round_trip_timeout": round_trip_timeout,
+    }
     if serve is not None or every is not None:
         if "-" in (run.files or []):
             _usage_error("--serve reads the inbox files each round: give files, not '-'", False)
@@ -120,13 +139,17 @@ def check(
             serve,
             every,
             others,
-            lambda o: _check(run, o, _silent_ci("check")),
+            lambda o, stop: _check(run, _probe_extras(o, **extras), _silent_ci("check"), stop),
             validate=(lambda: _load_files(run.files or [])) if run.files else None,
         )
     options, ci = _start(run, "check", metrics=metrics)
-    work = _check_offline(run, options) if offline else _check(run, options, ci)
-    report = _run(work, run.json_output, ci)
-    _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
+    options = _probe_extras(options, **extras)
+    from provision.stopping import handling_signals
+
+    with handling_signals() as stop:
+        work = _check_offline(run, options) if offline else _check(run, options, ci, stop)
+        report = _run(work, run.json_output, ci, stop)
+        _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
 @app.command(name="set", cls=FastCommand, **command_help("set"))
@@ -152,6 +175,7 @@ def set_command(
     ] = 0.0,
     allow_http: AllowHttpOpt = False,
     two_factor_code: TwoFactorOpt = None,
+    envelope: EnvelopeOpt = False,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
 
@@ -159,26 +183,19 @@ def set_command(
     (a personal access token), or ROCKETCHAT_USER + ROCKETCHAT_PASSWORD.
     """
     options, ci = _start(run, "set", server=server)
+    options = _probe_extras(options, envelope=envelope)
     switches = {
         "allow_http": allow_http,
         "dry_run": dry_run,
         "send_test": send_test,
         "wait_active": wait_active,
     }
-    from provision.results import Report
+    from provision.stopping import handling_signals
 
-    progress = Report(command="set", strict=run.strict)
-    coro = _set(run, server or "", two_factor_code, switches, options, progress, ci)
-    try:
-        report = _run(coro, run.json_output, ci)
-    except KeyboardInterrupt:
-        from provision.commands.set import mark_interrupted
-
-        mark_interrupted(progress)
-        typer.echo("interrupted: the report shows what was written", err=True)
-        _finish_ci(ci, progress)
-        _emit(progress, run.json_output, code=130, quiet=run.quiet)
-    _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
+    with handling_signals() as stop:
+        coro = _set(run, server or "", two_factor_code, switches, options, ci, stop)
+        report = _run(coro, run.json_output, ci, stop)
+        _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
 def _start(
@@ -224,7 +241,7 @@ def _watch(
     address: str | None,
     every: str | None,
     others: dict[str, bool],
-    one_round: Callable[[ProbeOptions], Coroutine[Any, Any, Report]],
+    one_round: Callable[[ProbeOptions, Stop], Coroutine[Any, Any, Report]],
     *,
     validate: Callable[[], object] | None = None,
 ) -> NoReturn:
@@ -248,20 +265,23 @@ def _watch(
             validate()
         except ConfigError as exc:
             _config_error(exc.problems, False)
-    import asyncio
+    from provision.stopping import handling_signals
 
-    exporter = Exporter(
-        lambda: one_round(options),
-        command=command,
-        every=interval,
-        deadline=run.timeout,
-        log=_say,  # control characters from input (a bad file's problems) escaped
-    )
     _small_tls_buffers()
-    try:
-        asyncio.run(exporter.run(host, port, signals=True))
-    except ConfigError as exc:
-        _config_error(exc.problems, False)
+    # The first SIGTERM/SIGINT/SIGHUP stops the exporter (a round in flight is cancelled;
+    # exit 0: its normal end); a second ends the process at once (provision.stopping).
+    with handling_signals() as stop:
+        exporter = Exporter(
+            lambda: one_round(options, stop),
+            command=command,
+            every=interval,
+            deadline=run.timeout,
+            log=_say,  # control characters from input (a bad file's problems) escaped
+        )
+        try:
+            stop.run(exporter.run(host, port, stop=stop))
+        except ConfigError as exc:
+            _config_error(exc.problems, False)
     raise typer.Exit(0)
 
 
@@ -278,6 +298,15 @@ def _silent_ci(command: str) -> CiOutputs:
     return CiOutputs(command=command)
 
 
+def _probe_extras(options: ProbeOptions, **extras: Any) -> ProbeOptions:
+    """The probe options beyond the login (--envelope, --round-trip), when given."""
+    if not (extras.get("envelope") or extras.get("round_trip")):
+        return options  # dataclasses stays off the common path
+    import dataclasses
+
+    return dataclasses.replace(options, **extras)
+
+
 def _check_ca_file(path: Path | None) -> Path | None:
     if path is None:
         return None  # the check's module stays off the common path
@@ -288,13 +317,15 @@ def _check_ca_file(path: Path | None) -> Path | None:
 
 @contextlib.asynccontextmanager
 async def _inputs(
-    run: Run, options: ProbeOptions
+    run: Run, options: ProbeOptions, stop: Stop
 ) -> AsyncIterator[tuple[LoadResult, ProbeOptions, Sandbox | None]]:
     """The inboxes to run: the files, or those of a sandbox started for the run (and its CA)."""
     from provision.inbox import load_inboxes
 
     if not run.sandbox:
-        yield load_inboxes(run.files or []), options, None
+        with stop.interruptible():  # standard input may never end
+            loaded = load_inboxes(run.files or [])
+        yield loaded, options, None
         return
     import dataclasses
 
@@ -305,15 +336,16 @@ async def _inputs(
         yield loaded, dataclasses.replace(options, ca_file=options.ca_file or box.ca_file), box
 
 
-async def _check(run: Run, options: ProbeOptions, ci: CiOutputs) -> Report:
+async def _check(run: Run, options: ProbeOptions, ci: CiOutputs, stop: Stop) -> Report:
     from provision.commands.check import check as run_check
 
-    async with _inputs(run, options) as (loaded, options, _box):
+    async with _inputs(run, options, stop) as (loaded, options, _box):
         return await run_check(
             loaded.inboxes,
             options,
             input_warnings=loaded.warnings,
             on_inbox_done=ci.started(loaded.inboxes),
+            stop=stop,
         )
 
 
@@ -339,8 +371,8 @@ async def _set(
     code: str | None,
     switches: dict[str, Any],
     options: ProbeOptions,
-    progress: Report,
     ci: CiOutputs,
+    stop: Stop,
 ) -> Report:
     from provision.commands.set import SetOptions, set_inboxes
     from provision.rocketchat.credentials import (
@@ -349,7 +381,7 @@ async def _set(
         credentials_from_env,
     )
 
-    async with _inputs(run, options) as (loaded, options, box):
+    async with _inputs(run, options, stop) as (loaded, options, box):
         credentials: Credentials
         if box is None:
             credentials = credentials_from_env(os.environ, code=code)
@@ -363,8 +395,8 @@ async def _set(
             options,
             target,
             input_warnings=loaded.warnings,
-            progress=progress,
             on_inbox_done=ci.started(loaded.inboxes),
+            stop=stop,
         )
 
 
@@ -441,20 +473,23 @@ def audit_command(
             serve,
             every,
             {"--metrics": metrics is not None},
-            lambda o: _audit(
+            lambda o, _stop: _audit(
                 server, emails or [], against, allow_http, two_factor_code, o, _silent_ci("audit")
             ),
             validate=lambda: _audit_inputs(server, against, allow_http, two_factor_code),
         )
     options, ci = _start(run, "audit", metrics=metrics)
     from provision.errors import RocketChatCallError
+    from provision.stopping import handling_signals
 
-    coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
-    try:
-        report = _run(coro, json_output, ci)
-    except RocketChatCallError as exc:
-        _rocketchat_error(exc, json_output, ci)
-    _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
+    with handling_signals() as stop:
+        coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
+        try:
+            # A stop ends the audit whole (a report of no inboxes, stopped_by set).
+            report = _run(coro, json_output, ci, stop, stoppable=True)
+        except RocketChatCallError as exc:
+            _rocketchat_error(exc, json_output, ci)
+        _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
 
 
 async def _audit(
@@ -582,21 +617,24 @@ def discover_command(
         ca_file=_check_ca_file(ca_file),
         ehlo_name=ehlo_name,
     )
-    import asyncio
-
     from provision.commands.discover import discover
     from provision.render.discover import render_discover_json, render_discover_table
+    from provision.stopping import Stopped, handling_signals
 
     try:
-        result = asyncio.run(
-            discover(
-                address,
-                options,
-                username=username,
-                password_from=password_from,
-                login=password_from is not None,
+        with handling_signals() as stop:
+            result = stop.run(
+                discover(
+                    address,
+                    options,
+                    username=username,
+                    password_from=password_from,
+                    login=password_from is not None,
+                ),
+                stoppable=True,
             )
-        )
+    except Stopped:
+        _stopped_early("discover", stop, json_output)
     except ValueError as exc:
         _usage_error(str(exc), json_output)
     except ConfigError as exc:
@@ -631,22 +669,23 @@ def sandbox_command(
     ] = None,
 ) -> None:
     """Run local SMTP and IMAP servers with a throw-away CA, and a Rocket.Chat double,
-    until interrupted.
+    until stopped (Ctrl-C, SIGTERM, SIGHUP; its files are removed then).
 
     The directory holds inboxes.yaml (the sandbox's inboxes), ca.pem (its CA) and
     rocketchat.env (the double's URL and token, for `set` and `export`); it prints the
     commands that use them.
     """
-    import asyncio
-
     from provision.cli_help import invocation
     from provision.sandbox.runner import serve_forever
+    from provision.stopping import Stopped, handling_signals
 
-    try:
-        asyncio.run(serve_forever(directory, announce=typer.echo, program=invocation()))
-    except KeyboardInterrupt:
-        typer.echo("sandbox stopped", err=True)
-    raise typer.Exit(0)
+    with handling_signals() as stop, contextlib.suppress(Stopped):
+        stop.run(
+            serve_forever(directory, announce=typer.echo, program=invocation()), stoppable=True
+        )
+    # Its files (the password and the token among them) went with it.
+    typer.echo(f"sandbox stopped by {stop.name}; its files are removed", err=True)
+    raise typer.Exit(stop.exit_code)
 
 
 @app.command(name="export", cls=FastCommand, **command_help("export"))
@@ -682,25 +721,29 @@ def export_command(
         _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", False)
     if output is not None and output.exists() and not force:
         _usage_error(f"{output} exists; give --force to overwrite it", False)
-    import asyncio
     import dataclasses
 
     from provision.commands.export import export_inboxes
     from provision.errors import RocketChatCallError
     from provision.rocketchat.credentials import check_url, credentials_from_env
+    from provision.stopping import Stopped, handling_signals
 
     try:
         credentials = credentials_from_env(os.environ, code=two_factor_code)
         check_url(server, allow_http=allow_http)
-        result = asyncio.run(
-            export_inboxes(
-                server,
-                credentials,
-                ca_file=_check_ca_file(ca_file),
-                allow_http=allow_http,
-                time_limit=timeout,
+        with handling_signals() as stop:
+            result = stop.run(
+                export_inboxes(
+                    server,
+                    credentials,
+                    ca_file=_check_ca_file(ca_file),
+                    allow_http=allow_http,
+                    time_limit=timeout,
+                ),
+                stoppable=True,
             )
-        )
+    except Stopped:
+        _stopped_early("export", stop, False)
     except ConfigError as exc:
         _config_error(exc.problems, False)
     except RocketChatCallError as exc:
@@ -754,12 +797,23 @@ def _small_tls_buffers() -> None:
         asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
 
-def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs) -> Report:
-    import asyncio
-
+def _run(
+    coro: Coroutine[Any, Any, Report],
+    json_output: bool,
+    ci: CiOutputs,
+    stop: Stop,
+    *,
+    stoppable: bool = False,
+) -> Report:
     _small_tls_buffers()
+    from provision.stopping import Stopped
+
     try:
-        return asyncio.run(coro)
+        return stop.run(coro, stoppable=stoppable)
+    except Stopped:  # before any inbox was read (or a stoppable run): none, stopped
+        from provision.results import Report
+
+        return Report(command=ci.command, settings={"stopped_by": stop.name})
     except ConfigError as exc:
         failed = ci.failed_input(exc.problems)
         if failed:
@@ -775,6 +829,17 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
     _say(f"error: {failed}")
     # The JUnit file was asked for: a run that passed without it is a usage failure.
     return int(report.exit_code) or int(ExitCode.USAGE)
+
+
+def _stopped_early(command: str, stop: Stop, json_output: bool) -> NoReturn:
+    """A command with nothing to report yet was stopped: say so, write nothing, exit."""
+    typer.echo(f"{command}: stopped by {stop.name}; nothing was written", err=True)
+    if json_output:
+        import json
+
+        doc = {"ok": False, "exit_code": stop.exit_code, "stopped_by": stop.name}
+        typer.echo(json.dumps(doc, indent=2))
+    raise typer.Exit(stop.exit_code)
 
 
 def _emit(
@@ -861,10 +926,64 @@ def _setup_logging(verbose: bool) -> None:
         logger.setLevel(logging.NOTSET)
 
 
+def _exit_past_hung_threads(done: SystemExit) -> None:
+    """A stopped run whose resolver threads still hang: its report is out, so end now
+    instead of joining them (the interpreter would, for as long as they hang)."""
+    stopping = sys.modules.get("provision.stopping")  # loaded only by a command that ran
+    if stopping is None or not stopping.threads_left():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(done.code if isinstance(done.code, int) else int(ExitCode.INTERNAL))
+
+
+def _commands_needed(args: list[str]) -> list[CommandInfo] | None:
+    """The registered commands a run needs, or None for all of them.
+
+    Typer turns every registered command into a Click command (reading its signature
+    and annotations, about 1 ms each) before it parses anything; a run that names a
+    command, or only asks for ``--version``, needs one or none. Root help, no
+    arguments, an unknown name or any other root option keep them all.
+    """
+    names = [a for a in args if not a.startswith("-")]
+    before = args[: args.index(names[0])] if names else args
+    if any(a != "--version" for a in before) or not args:
+        return None
+    if not names:
+        return []
+    wanted = [c for c in app.registered_commands if _command_name(c) == names[0]]
+    return wanted or None
+
+
+def _command_name(info: CommandInfo) -> str | None:
+    if info.name or info.callback is None:
+        return info.name
+    return typer.main.get_command_name(info.callback.__name__)
+
+
+@contextlib.contextmanager
+def _only_needed_commands(args: list[str]) -> Iterator[None]:
+    """Register only the commands this run needs while it runs (see _commands_needed)."""
+    registered = list(app.registered_commands) if isinstance(app, typer.Typer) else None
+    needed = _commands_needed(args) if registered is not None else None
+    if needed is None:
+        yield
+        return
+    app.registered_commands[:] = needed
+    try:
+        yield
+    finally:
+        app.registered_commands[:] = registered or []
+
+
 def main() -> None:
     """Console entry point: the only place an unexpected exception is caught."""
     try:
-        app()
+        with _only_needed_commands(sys.argv[1:]):
+            app()
+    except SystemExit as done:
+        _exit_past_hung_threads(done)
+        raise
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None

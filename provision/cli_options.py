@@ -229,3 +229,31 @@ EveryOpt = Annotated[
         show_default=False,
     ),
 ]
+
+# Beyond the login (issue 11): check and set take --envelope, check the round trip;
+# ``provision audit`` can reuse them. They land in ProbeOptions (see _probe_extras in cli).
+EnvelopeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--envelope",
+        help="After SMTP AUTH, MAIL FROM and RCPT TO the inbox address, then RSET: may this "
+        "login send as the inbox? Nothing is sent.",
+    ),
+]
+RoundTripOpt = Annotated[
+    bool,
+    typer.Option(
+        "--round-trip",
+        help="Send one tagged message from the inbox address to itself, wait until IMAP "
+        "finds it, report the delivery time, then delete it.",
+    ),
+]
+RoundTripTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--round-trip-timeout",
+        min=0.1,
+        metavar="SECONDS",
+        help="Longest wait for the --round-trip message (the --timeout deadline still applies).",
+    ),
+]

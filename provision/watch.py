@@ -7,7 +7,8 @@ overrun, counted in ``provision_exporter_overruns_total`` and logged). Each roun
 at the run deadline (plus a grace); a round that ends without a report (deadline, input
 that broke since the start, Rocket.Chat down) is counted in
 ``provision_exporter_round_errors_total`` and the last completed round stays served.
-SIGTERM and SIGINT stop it: a round in progress is cancelled, the listener closed.
+A :class:`~provision.stopping.Stop` (SIGTERM, SIGINT, SIGHUP) ends it: a round in
+progress is cancelled, the listener closed.
 
 The round is a parameter (``Callable[[], Awaitable[Report]]``), so ``check`` and
 ``audit`` share this loop and tests drive it with rounds of their own.
@@ -18,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from provision.errors import ConfigError, ConfigProblem, ProvisionError, RocketChatCallError
 from provision.render.metrics import ReportCollector
+from provision.stopping import Stop
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -160,16 +161,14 @@ class Exporter:
 
     # --- running ------------------------------------------------------------------
 
-    async def run(
-        self, host: str, port: int, *, stop: asyncio.Event | None = None, signals: bool = False
-    ) -> None:
-        """Listen, run rounds until ``stop`` is set (or SIGTERM/SIGINT with ``signals``).
+    async def run(self, host: str, port: int, *, stop: asyncio.Event | Stop | None = None) -> None:
+        """Listen, run rounds until ``stop`` fires: a :class:`~provision.stopping.Stop`
+        (SIGTERM, SIGINT, SIGHUP under ``handling_signals``) or an event set by the caller.
 
         Raises:
             ConfigError: the address cannot be listened on (in use, not this host's).
         """
         stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
         try:
             server = await asyncio.start_server(self._serve, host or None, port, limit=_HEAD_LIMIT)
         except OSError as exc:
@@ -180,42 +179,34 @@ class Exporter:
         bound = server.sockets[0].getsockname()
         self.address = (str(bound[0]), int(bound[1]))
         self.listening.set()
-        installed = []
-        if signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-
-                def stopped(sig: signal.Signals = sig) -> None:
-                    self.stopped_by = sig.name
-                    stop.set()
-
-                loop.add_signal_handler(sig, stopped)
-                installed.append(sig)
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
         self.log(f"serving http://{shown}:{bound[1]}/metrics, a round every {self.every:g} s")
-        rounds = asyncio.create_task(self._rounds(stop))
+        rounds = asyncio.create_task(self._rounds())
         waiter = asyncio.create_task(stop.wait())
         try:
             # The rounds end only on a bug: never go on serving a stale round after one.
             await asyncio.wait((rounds, waiter), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            asked = waiter.done() and not waiter.cancelled()
             rounds.cancel()
             waiter.cancel()
             await asyncio.gather(rounds, waiter, return_exceptions=True)
             server.close()
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_HEAD_TIMEOUT):
                     await server.wait_closed()
-        bug = None if rounds.cancelled() else rounds.exception()
+        # After a stop, a round cut short may end in any error (Stopped): that is the stop.
+        bug = None if asked or rounds.cancelled() else rounds.exception()
         if bug is not None:
             raise bug
+        self.stopped_by = stop.name if isinstance(stop, Stop) else None
         by = f" by {self.stopped_by}" if self.stopped_by else ""
         self.log(f"stopped{by} after {self.completed} rounds")
 
-    async def _rounds(self, stop: asyncio.Event) -> None:
+    async def _rounds(self) -> None:
+        """Round after round until cancelled (by :meth:`run`, on a stop)."""
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
+        while True:
             began = loop.time()
             await self._one()
             took = loop.time() - began
@@ -227,8 +218,7 @@ class Exporter:
                 )
             async with self.changed:
                 self.changed.notify_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, began + self.every - loop.time()))
+            await asyncio.sleep(max(0.0, began + self.every - loop.time()))
 
     async def _one(self) -> None:
         self.started += 1

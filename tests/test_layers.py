@@ -14,6 +14,7 @@ LAYERS = {
     "_lazy": 0,
     "errors": 0,
     "models": 0,
+    "stopping": 0,
     "results": 1,
     "tls": 2,
     "tls_failures": 2,

@@ -420,6 +420,68 @@ async def test_set_error_paths(world: World, logs: pytest.LogCaptureFixture) -> 
     assert_no_canary(world, logs)
 
 
+# --------------------------------------------------------------------------- beyond the login
+
+
+async def test_envelope_and_round_trip_in_every_output_mode(
+    world: World, logs: pytest.LogCaptureFixture
+) -> None:
+    """--envelope (MAIL/RCPT/RSET) and --round-trip (DATA, IMAP search and delete): the
+    sandbox's aiosmtpd swallows the message, so the round trip ends as never seen."""
+    file, probe = str(world.inbox_file), probe_args(world)
+    junit = world.directory / "round-trip.xml"
+    trip = ["--round-trip", "--round-trip-timeout", "0.3"]
+
+    envelope = await world.run("check --envelope", ["check", file, "--envelope", *probe])
+    envelope_json = await world.run(
+        "check --envelope --json -v", ["check", file, "--envelope", "--json", "-v", *probe]
+    )
+    set_envelope = await world.run(
+        "set --envelope --dry-run", ["set", file, "--envelope", "--dry-run", *probe]
+    )
+    round_trip = await world.run("check --round-trip", ["check", file, *trip, *probe])
+    round_trip_json = await world.run(
+        "check --round-trip --json -v --junit",
+        ["check", file, *trip, "--json", "-v", "--junit", str(junit), *probe],
+    )
+
+    for result in (envelope, envelope_json, set_envelope):
+        assert result.exit_code == 0, result.stdout + result.stderr
+    steps = [
+        s["step"] for s in json.loads(envelope_json.stdout)["inboxes"][0]["stages"][0]["steps"]
+    ]
+    assert steps[-4:] == ["mail-from", "rcpt-to", "rset", "quit"]
+    assert round_trip.exit_code == round_trip_json.exit_code == 15, round_trip.stdout
+    stages = json.loads(round_trip_json.stdout)["inboxes"][0]["stages"]
+    assert stages[-1]["stage"] == "round-trip"
+    assert stages[-1]["class"] == "not-delivered"
+    world.keep_file("junit of the round trip", junit)
+    assert_no_canary(world, logs)
+
+
+async def test_envelope_refusal_that_echoes_the_password_is_masked(
+    world: World, logs: pytest.LogCaptureFixture
+) -> None:
+    from tests.servers.smtp_misbehaving import Script, start_scripted_server
+
+    echo = f"553 5.7.1 Sender address rejected: not owned by user {USER} ({SMTP_CANARY})\r\n"
+    server = await start_scripted_server(
+        Script(replies={"MAIL": b"250 2.1.0 Ok\r\n", "RCPT": echo.encode()})
+    )
+    try:
+        text = world.inbox_yaml().replace(f"port: {world.smtp_port}", f"port: {server.port}")
+        path = world.write("echo.yaml", text)
+        args = ["check", str(path), "--envelope", *probe_args(world)]
+        shown = await world.run("envelope refusal", args)
+        as_json = await world.run("envelope refusal --json -v", [*args, "--json", "-v"])
+    finally:
+        await server.close()
+
+    assert shown.exit_code == as_json.exit_code == 15, shown.stdout
+    assert "Sender address rejected" in shown.stdout
+    assert "***" in shown.stdout
+
+
 # --------------------------------------------------------------------------- audit
 
 

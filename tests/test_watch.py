@@ -572,3 +572,42 @@ async def test_many_rounds_leave_no_descriptor_behind(tmp_path: Path) -> None:
         await _until(exporter, lambda: exporter.completed >= 41)
         after = descriptors()
     assert after <= before + 6, (before, after)  # a round in flight at most, not 40 leaks
+
+
+async def test_sigterm_mid_round_cancels_it_and_exits_0(tmp_path: Path) -> None:
+    """A round stuck on a server that never answers (a 30 s step cap) ends at SIGTERM."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepted, never answered
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    source = _closed_port_inbox(tmp_path)
+    inbox = json.loads(source.read_text())
+    for proto in ("smtp", "imap"):
+        inbox[proto]["port"] = port
+    source.write_text(json.dumps(inbox))
+    try:
+        args = ["check", str(source), "--step-timeout", "30", "--timeout", "60"]
+        child, http, _ = await _start(*args, "--serve", "127.0.0.1:0", cwd=tmp_path)
+        try:
+            running = await _poll(
+                http,
+                lambda s: _get(s, "provision_exporter_round_running", command="check") == 1,
+            )
+            async with asyncio.timeout(10):  # the greeting wait is cut, not waited out
+                _, err = await _stop(child, signal.SIGTERM)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
+    assert _rounds(running) == 0
+    assert child.returncode == 0, err
+    assert "stopped by SIGTERM after 0 rounds" in err
+    assert "Traceback" not in err

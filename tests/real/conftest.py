@@ -83,6 +83,10 @@ class MailServers:
     seeded_messages: int
     #: An account whose password a test may rotate (``set_password``); others keep theirs.
     rotating_user: Account
+    #: Postfix: STARTTLS submission with ``smtpd_sender_login_maps`` and
+    #: ``reject_sender_login_mismatch`` (each account may send only as itself, and
+    #: ``user`` also as ``nobody@provision.test``, a mailbox that does not exist).
+    envelope_port: int = 0
 
     def set_password(self, account: Account, password: str) -> None:
         """Rotate ``account``'s password at the "provider": Dovecot, and Postfix's SASL
@@ -270,6 +274,11 @@ _POSTFIX_MASTER = """\
 {smtps} inet n - n - - smtpd
   -o smtpd_tls_wrappermode=yes
   -o smtpd_tls_security_level=encrypt
+{envelope} inet n - n - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sender_login_maps=texthash:{sender_logins}
+  -o smtpd_sender_restrictions=reject_sender_login_mismatch
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -287,6 +296,7 @@ showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
 local     unix  -       n       n       -       -       local
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
@@ -294,7 +304,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-def _postfix_main(*, root: Path, cert: Path, auth_socket: Path) -> str:
+def _postfix_main(*, root: Path, cert: Path, auth_socket: Path, delivery: str) -> str:
     return f"""\
 # Postfix main.cf for provision's real tier (generated).
 compatibility_level = 3.6
@@ -310,13 +320,14 @@ myorigin = $myhostname
 mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
-# No DNS on the test machines: no reverse lookups, no MX lookups, deliver nowhere.
+# No DNS on the test machines: no reverse lookups, no MX lookups; deliver nowhere but
+# into the one Maildir of the delivery lines.
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 default_transport = discard:
 local_transport = discard:
 relay_transport = discard:
-virtual_transport = discard:
+{delivery}
 smtpd_banner = $myhostname ESMTP provision-test
 smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = dovecot
@@ -327,6 +338,37 @@ smtpd_tls_chain_files = {cert}
 smtpd_error_sleep_time = 0
 biff = no
 """
+
+
+def _delivery(root: Path, mail_root: Path, owner: pwd.struct_passwd, user: Account) -> str:
+    """main.cf lines that deliver ``user``'s mail into its Maildir, which Dovecot serves.
+
+    Postfix's own ``virtual`` agent writes the Maildir (no Dovecot LMTP needed): the
+    round trip sends there (issue 11); everything else is still discarded.
+    """
+    local, _, domain = user.username.partition("@")
+    mailboxes = root / "postfix" / "virtual-mailboxes"
+    mailboxes.write_text(f"{user.username} {domain}/{local}/Maildir/\n")
+    return (
+        f"virtual_mailbox_domains = {domain}\n"
+        f"virtual_mailbox_base = {mail_root}\n"
+        f"virtual_mailbox_maps = texthash:{mailboxes}\n"
+        f"virtual_uid_maps = static:{owner.pw_uid}\n"
+        f"virtual_gid_maps = static:{owner.pw_gid}\n"
+        f"virtual_minimum_uid = {owner.pw_uid}\n"
+        "virtual_transport = virtual"
+    )
+
+
+def _sender_logins(root: Path, user: Account, quoting_user: Account) -> Path:
+    """``smtpd_sender_login_maps``: which login may send as which address."""
+    logins = root / "postfix" / "sender-logins"
+    logins.write_text(
+        f"{user.username} {user.username}\n"
+        f"{quoting_user.username} {quoting_user.username}\n"
+        f"nobody@provision.test {user.username}\n"
+    )
+    return logins
 
 
 @dataclass
@@ -488,6 +530,7 @@ def _start_all(
         "imap_plain": _free_port(host),
         "submission": _free_port(host),
         "smtps": _free_port(host),
+        "envelope": _free_port(host),
     }
     user = Account("support@provision.test", "correct-horse-battery")
     quoting_user = Account("quoting@provision.test", 'pa ss"wo\\rd')
@@ -563,11 +606,19 @@ def _start_all(
     _make_postfix_dirs(root / "postfix")
     auth_socket = root / "tls" / "run" / "auth-postfix"
     (postfix_dir / "main.cf").write_text(
-        _postfix_main(root=root / "postfix", cert=cert, auth_socket=auth_socket)
+        _postfix_main(
+            root=root / "postfix",
+            cert=cert,
+            auth_socket=auth_socket,
+            delivery=_delivery(root, mail_root, mail_pw, user),
+        )
     )
     (postfix_dir / "master.cf").write_text(
         _POSTFIX_MASTER.format(
-            submission=f"{host}:{ports['submission']}", smtps=f"{host}:{ports['smtps']}"
+            submission=f"{host}:{ports['submission']}",
+            smtps=f"{host}:{ports['smtps']}",
+            envelope=f"{host}:{ports['envelope']}",
+            sender_logins=_sender_logins(root, user, quoting_user),
         )
     )
     # Postfix re-reads a configuration file changed within the current second,
@@ -602,7 +653,7 @@ def _start_all(
             pytrace=False,
         )
     _wait_listening(
-        [(host, ports["submission"]), (host, ports["smtps"])],
+        [(host, ports["submission"]), (host, ports["smtps"]), (host, ports["envelope"])],
         what="Postfix",
         logs=[start_log, root / "postfix" / "maillog"],
     )
@@ -619,5 +670,6 @@ def _start_all(
         ca_file=ca_file,
         root=root,
         seeded_messages=1,
+        envelope_port=ports["envelope"],
         rotating_user=rotating_user,
     )

@@ -39,7 +39,7 @@ __all__ = [
 # A greeting longer than this is not IMAP (RFC 3501 sets no limit; real ones are < 1 KiB).
 MAX_GREETING = 8192
 # Caps that keep a misbehaving server from filling memory or the CPU (the probe's whole
-# conversation is a few KiB in some 30 lines; SEARCH UNSEEN SINCE today is its only reply
+# conversation is a few KiB in some 30 lines; SEARCH UNSEEN (without ESEARCH) is its only reply
 # that grows, ~8 bytes a hit): a reply line that never ends, everything received on one
 # connection, and lines received on one connection.
 MAX_PENDING = 1024 * 1024
@@ -113,6 +113,8 @@ class GreetingProtocol(asyncio.Protocol):
         self._buffer = GreetingBuffer()
 
     def data_received(self, data: bytes) -> None:
+        if self.greeting.cancelled():
+            return  # whoever waited for it was cancelled (a stop): nobody reads on
         if not self.greeting.done():
             greeting, _ = self._buffer.feed(data)
             if greeting is not None:
@@ -152,6 +154,8 @@ class ImapProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self._lines = 0
 
     def data_received(self, data: bytes) -> None:
+        if self.greeting.cancelled():
+            return  # whoever waited for it was cancelled (a stop): nobody reads on
         if not self.greeting.done():
             greeting, data = self.buffer.feed(data)
             if greeting is None:
