@@ -245,7 +245,7 @@ def _watch(
     *,
     validate: Callable[[], object] | None = None,
 ) -> NoReturn:
-    """``--serve``: the exporter (``provision.watch``) until SIGTERM or SIGINT, then exit 0."""
+    """``--serve``: the exporter (``provision.watch``) until SIGTERM, SIGINT or SIGHUP; exit 0."""
     given = [name for name, on in {**others, "--json": run.json_output}.items() if on]
     given += ["--junit"] if run.junit else []
     if address is None:
