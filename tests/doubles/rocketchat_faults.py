@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,8 @@ class Fault:
         delay: seconds to wait before answering (released early by ``close``).
         apply: run the real handler first (its writes stay), then answer with the fault.
         passthrough: after ``delay``, answer normally (a slow but correct server).
+        late: with ``apply``, run the handler at once and wait ``delay`` only before
+            answering (the write went through; its answer comes too late).
     """
 
     status: int = 500
@@ -58,6 +61,7 @@ class Fault:
     delay: float = 0.0
     apply: bool = False
     passthrough: bool = False
+    late: bool = False
 
     @classmethod
     def error(cls, status: int = 500, *, apply: bool = False) -> Fault:
@@ -75,6 +79,15 @@ class Fault:
     def slow(cls, delay: float) -> Fault:
         """Answer correctly, but only after ``delay`` seconds (processed after the wait)."""
         return cls(delay=delay, passthrough=True)
+
+    @classmethod
+    def applied_then_silent(cls, delay: float) -> Fault:
+        """Apply the request now, answer (503) only after ``delay``: a timeout after the write."""
+        return cls.error(503, apply=True).with_delay(delay, late=True)
+
+    def with_delay(self, delay: float, *, late: bool = False) -> Fault:
+        """This fault, answered after ``delay`` seconds (after applying it when ``late``)."""
+        return dataclasses.replace(self, delay=delay, late=late)
 
     @classmethod
     def unsuccessful(cls, message: str = "error-unexpected", *, status: int = 200) -> Fault:
@@ -172,6 +185,10 @@ class FaultyRocketChat(RocketChatDouble):
     async def _respond_with_fault(self, request: Request) -> Response:
         route, params = self.route(request.log.path)
         fault = self._take_fault(request, route)
+        if fault is not None and fault.late:
+            await self.process(request, route, params)
+            await self._pause(fault.delay)
+            return fault.response()
         if fault is not None and fault.delay > 0:
             generation = self._generation
             await self._pause(fault.delay)
