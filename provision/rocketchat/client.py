@@ -21,6 +21,7 @@ from provision.errors import (
     RocketChatAuthError,
     RocketChatDepartmentError,
     RocketChatError,
+    RocketChatNotFoundError,
     RocketChatProtocolError,
     RocketChatUnavailableError,
 )
@@ -253,13 +254,97 @@ class RocketChat:
         """Every inbox, paging through ``email-inbox.list`` (spec §1.3)."""
         return await self._paged(f"{_INBOX}.list", "emailInboxes", page_size)
 
-    async def delete_inbox(self, inbox_id: str) -> None:
-        """Delete an inbox (spec §1.5).
+    async def delete_inbox(self, inbox_id: str, email: str | None = None) -> int:
+        """Delete an inbox and confirm by a read-back that it is gone (spec §1.5).
+
+        The DELETE is never simply repeated: after a 5xx, a timeout or a transport
+        error the inbox is read back, and the DELETE is sent again only when that
+        shows the inbox still there (a repeated DELETE of a deleted inbox is a 404,
+        which would hide that the first one worked).
+
+        Args:
+            inbox_id: the inbox's ``_id``.
+            email: its address, for the read-back on servers before 5.3 (spec §1.4).
+
+        Returns:
+            How many DELETE requests were sent.
 
         Raises:
-            RocketChatNotFoundError: no such inbox.
+            RocketChatNotFoundError: no such inbox (nothing was deleted).
+            RocketChatUnavailableError: the server kept failing; ``write_state`` is
+                ``"not-applied"`` (read back: still there) or ``"unknown"``.
+            RocketChatProtocolError: the DELETE was answered, the inbox is still there.
         """
-        await self._t.call("DELETE", f"{_INBOX}/{inbox_id}")
+        path = f"{_INBOX}/{inbox_id}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._t.call("DELETE", path, attempts=1)
+                break
+            except RocketChatUnavailableError as exc:
+                if exc.request_sent and not await self._still_there(inbox_id, email, exc):
+                    logger.debug("DELETE %s failed but the read-back shows it applied", path)
+                    return attempt
+                delay = self._t.backoff(attempt)
+                if attempt >= self._t.retry.attempts or not self._t.fits(delay):
+                    why = (
+                        "a read-back shows the inbox is still there"
+                        if exc.request_sent
+                        else "the request never reached the server, nothing was deleted"
+                    )
+                    raise self._errors.error(
+                        RocketChatUnavailableError,
+                        f"{exc.message}; {why}",
+                        write_state="not-applied",
+                        request_sent=exc.request_sent,
+                        status=exc.status,
+                        method="DELETE",
+                        path=path,
+                    ) from exc
+                await self._t.sleep(delay)
+        if await self.inbox_present(inbox_id, email):
+            raise self._errors.error(
+                RocketChatProtocolError,
+                "Rocket.Chat answered the DELETE with success, but the inbox is still there",
+                hint="another writer may have recreated it; run again to see",
+                method="DELETE",
+                path=path,
+            )
+        return attempt
+
+    async def inbox_present(self, inbox_id: str, email: str | None = None) -> bool:
+        """Whether the inbox with this id is stored: ``GET email-inbox/:_id``.
+
+        404 means absent (5.3+, spec §1.4); before 5.3 an unknown id is a 200 without
+        a document, then a search by ``email`` confirms (spec §1.6).
+        """
+        try:
+            found = await self.get_inbox(inbox_id)
+        except RocketChatNotFoundError:
+            return False
+        if found.get("_id") == inbox_id:
+            return True
+        if email is None:
+            return False
+        by_address = await self.search_inbox(email)
+        return by_address is not None and by_address.get("_id") == inbox_id
+
+    async def _still_there(
+        self, inbox_id: str, email: str | None, failure: RocketChatUnavailableError
+    ) -> bool:
+        try:
+            return await self.inbox_present(inbox_id, email)
+        except RocketChatError as exc:
+            raise self._errors.error(
+                RocketChatUnavailableError,
+                f"{failure.message}; the inbox may or may not have been deleted "
+                f"(reading it back failed: {exc})",
+                write_state="unknown",
+                status=failure.status,
+                method="DELETE",
+                path=f"{_INBOX}/{inbox_id}",
+            ) from exc
 
     async def save_inbox(self, body: Mapping[str, Any]) -> str:
         """Create (no ``_id``) or update (with ``_id``) an inbox; return its id.
