@@ -37,6 +37,7 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
 
 if TYPE_CHECKING:
+    from provision.commands.prune import PruneOptions
     from provision.inbox import LoadResult
     from provision.models import ProbeOptions
     from provision.render.ci import CiOutputs
@@ -124,6 +125,32 @@ def set_command(
     ] = 0.0,
     allow_http: AllowHttpOpt = False,
     two_factor_code: TwoFactorOpt = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Afterwards delete the inboxes that are in none of the files (see README).",
+        ),
+    ] = False,
+    prune_scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prune-scope",
+            metavar="DOMAIN",
+            help="With --prune: delete only addresses in this domain (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    max_delete: Annotated[
+        int | None,
+        typer.Option(
+            "--max-delete",
+            metavar="N",
+            min=0,
+            help="With --prune: more planned deletions than N is an error (default 5).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
 
@@ -136,6 +163,7 @@ def set_command(
         "dry_run": dry_run,
         "send_test": send_test,
         "wait_active": wait_active,
+        "prune": _prune_options(prune, prune_scope or [], max_delete, run.json_output),
     }
     from provision.results import Report
 
@@ -151,6 +179,20 @@ def set_command(
         _finish_ci(ci, progress)
         _emit(progress, run.json_output, code=130)
     _emit(report, run.json_output, code=_finish_ci(ci, report))
+
+
+def _prune_options(
+    prune: bool, scopes: list[str], max_delete: int | None, json_output: bool
+) -> PruneOptions:
+    from provision.commands.prune import DEFAULT_MAX_DELETE, PruneOptions
+
+    if not prune and (scopes or max_delete is not None):
+        _usage_error("--prune-scope and --max-delete only apply with --prune", json_output)
+    for scope in scopes:
+        if not scope or "@" in scope or any(c.isspace() for c in scope):
+            _usage_error(f"--prune-scope {scope!r}: give a domain such as example.com", json_output)
+    limit = DEFAULT_MAX_DELETE if max_delete is None else max_delete
+    return PruneOptions(enabled=prune, scopes=tuple(scopes), max_delete=limit)
 
 
 def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:

@@ -52,6 +52,8 @@ class Stage(StrEnum):
     IMAP = "imap"
     SUBMIT = "submit"
     VERIFY = "verify"
+    #: ``set --prune``: the deletion of an inbox that is in none of the files
+    PRUNE = "prune"
 
 
 class Step(StrEnum):
@@ -90,6 +92,10 @@ class Action(StrEnum):
     UPDATE = "update"
     # the run was interrupted before this inbox's write was confirmed
     INTERRUPTED = "interrupted (not confirmed written)"
+    # set --prune (commands/prune.py): deleted, would delete, or listed without --prune
+    DELETED = "deleted"
+    DELETE = "delete"
+    ONLY_ON_SERVER = "only-on-server"
 
 
 class ExitCode(IntEnum):

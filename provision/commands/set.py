@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from provision.commands.prune import PruneOptions
 from provision.errors import ConfigError, ConfigProblem
 from provision.models import Inbox, ProbeOptions
 from provision.results import Action, FailureClass, InboxResult, Report, Stage, StageResult, Status
@@ -45,6 +46,7 @@ class SetOptions:
         send_test: after a write, ask Rocket.Chat to send its test mail.
         wait_active: seconds to keep re-reading a written inbox; fail if it turns inactive.
         write_concurrency: inboxes submitted at once (the client waits out 429s).
+        prune: ``--prune`` and its limits (``provision.commands.prune``).
     """
 
     server: str
@@ -54,6 +56,7 @@ class SetOptions:
     send_test: bool = False
     wait_active: float = 0.0
     write_concurrency: int = 2
+    prune: PruneOptions = field(default_factory=PruneOptions)
 
 
 #: How often ``wait_active`` re-reads an inbox.
@@ -90,6 +93,7 @@ async def set_inboxes(
             (before any probe or write).
     """
     from provision.commands.check import probe_all, report_settings
+    from provision.commands.prune import Pruning
     from provision.errors import RocketChatCallError
     from provision.rocketchat.client import open_rocketchat
     from provision.rocketchat.transport import RocketChatOptions
@@ -104,6 +108,7 @@ async def set_inboxes(
         "server": target.server,
         "allow_http": target.allow_http,
         "dry_run": target.dry_run,
+        "prune": target.prune.enabled,
     }
     try:
         async with open_rocketchat(
@@ -119,6 +124,7 @@ async def set_inboxes(
             info = rc.info
             report.settings["rocketchat_version"] = info.version
             departments = await _resolve_departments(rc, inboxes)
+            pruning = await Pruning.prepare(rc, inboxes, target.prune, dry_run=target.dry_run)
             report.inboxes[:] = await probe_all(
                 inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done
             )
@@ -133,6 +139,7 @@ async def set_inboxes(
             async with asyncio.TaskGroup() as group:
                 for inbox, result in zip(inboxes, report.inboxes, strict=True):
                     group.create_task(one(inbox, result))
+            await pruning.run(rc, report, strict=options.strict)
     except RocketChatCallError as exc:
         _unreachable(report, inboxes, exc)
     report.elapsed_ms = (time.perf_counter() - started) * 1000
@@ -141,8 +148,12 @@ async def set_inboxes(
 
 def mark_interrupted(report: Report) -> None:
     """Flag an interrupted run's report; an inbox whose write is not confirmed says so."""
+    from provision.commands.prune import mark_prune_interrupted
+
     report.settings["interrupted"] = True
     for inbox in report.inboxes:
+        if mark_prune_interrupted(inbox):
+            continue
         # Each inbox is one POST: it is either written or not; one in flight is unknown.
         if inbox.action is None:
             inbox.action = Action.INTERRUPTED
