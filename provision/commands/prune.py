@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provision.errors import ConfigError, ConfigProblem
+from provision.probes._scrub import scrub
 from provision.results import Action, FailureClass, InboxResult, Report, Stage, StageResult, Status
 
 if TYPE_CHECKING:
@@ -113,6 +114,9 @@ class Pruning:
     options: PruneOptions
     dry_run: bool
     results: list[InboxResult] = field(default_factory=list)
+    #: ``(_id, email)`` of each result as the server stores them (results show them
+    #: escaped); the DELETE and its read-back use these
+    stored: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     async def prepare(
@@ -137,9 +141,20 @@ class Pruning:
             return pruning
         plan = plan_prune(stored, inboxes, options)
         _check_plan(plan, options, len(inboxes))
-        departments = await _department_names(rc, plan)
+        # Without --prune, or outside its scope: listed, never deleted.
+        kept = [d for d in plan_prune(stored, inboxes, PruneOptions()) if d not in plan]
+        departments = await _department_names(rc, [*plan, *kept])
         for doc in plan:
             pruning.results.append(_pending(doc, departments, options, dry_run))
+            pruning.stored.append((str(doc["_id"]), str(doc.get("email"))))
+        for doc in kept:
+            pruning.results.append(_pending(doc, departments, PruneOptions(), dry_run))
+            pruning.stored.append((str(doc["_id"]), str(doc.get("email"))))
+            pruning.results[-1].stages[
+                -1
+            ].message = (
+                "only on the server: in none of the given files, outside --prune-scope (kept)"
+            )
         return pruning
 
     async def run(self, rc: RocketChat, report: Report, *, strict: bool) -> None:
@@ -148,45 +163,46 @@ class Pruning:
         Nothing is deleted when any inbox of the run failed (with ``strict``, a
         warning counts), in a dry run, or without ``--prune``.
         """
-        if not self.results:
-            return
         failed = [r for r in report.inboxes if r.status(strict=strict) is Status.FAILED]
         report.inboxes.extend(self.results)
-        if not self.options.enabled or self.dry_run:
-            return
-        if failed:
+        # Deletions to make (action None), or to show in a dry run (DELETE).
+        planned = [r for r in self.results if r.action in (None, Action.DELETE)]
+        if failed and planned:
             why = f"{failed[0].name!r} <{failed[0].email}>"
             if len(failed) > 1:
                 why += f" and {len(failed) - 1} more"
-            for result in self.results:
+            for result in planned:
                 _refuse(result, f"not deleted: --prune refused because {why} failed in this run")
             return
-        for result in self.results:
+        for result, (inbox_id, email) in zip(self.results, self.stored, strict=True):
+            if result.action is not None:
+                continue
             if rc.deadline is not None and time.monotonic() >= rc.deadline:
                 _stop(result, "not deleted: the run's deadline passed before this deletion")
                 continue
-            await _delete(rc, result)
+            await _delete(rc, result, inbox_id, email)
 
 
 def _pending(
     doc: Mapping[str, Any], departments: Mapping[str, str], options: PruneOptions, dry_run: bool
 ) -> InboxResult:
     inbox_id = str(doc["_id"])
-    result = InboxResult(name=str(doc.get("name", "")), email=str(doc.get("email", "")))
-    result.inbox_id = inbox_id
+    # Server text: shown only with its control characters escaped.
+    result = InboxResult(name=scrub(str(doc.get("name", ""))), email=scrub(str(doc.get("email"))))
+    result.inbox_id = scrub(inbox_id)
     stage = StageResult(stage=Stage.PRUNE)
     stage.facts.update(name=result.name, address=result.email)
     department = doc.get("department")
     if isinstance(department, str) and department:
-        stage.facts["department"] = departments.get(department, department)
-        stage.facts["department_id"] = department
+        stage.facts["department"] = scrub(departments.get(department, department))
+        stage.facts["department_id"] = scrub(department)
     result.stages.append(stage)
     if not options.enabled:
         stage.status = Status.SKIPPED
         stage.message = "only on the server: in none of the given files (--prune would delete it)"
         result.action = Action.ONLY_ON_SERVER
     elif dry_run:
-        stage.message = f"would delete inbox {inbox_id}: in none of the given files"
+        stage.message = f"would delete inbox {result.inbox_id}: in none of the given files"
         result.action = Action.DELETE
     else:
         stage.facts["delete_state"] = NOT_STARTED
@@ -207,17 +223,16 @@ async def _department_names(rc: RocketChat, plan: Sequence[Mapping[str, Any]]) -
     return {str(d.get("_id")): str(d.get("name")) for d in departments if d.get("name")}
 
 
-async def _delete(rc: RocketChat, result: InboxResult) -> None:
+async def _delete(rc: RocketChat, result: InboxResult, inbox_id: str, email: str) -> None:
     from provision.errors import RocketChatCallError, RocketChatNotFoundError
 
     stage = result.stages[-1]
-    assert result.inbox_id is not None
     started = time.perf_counter()
     # From here until the answer the DELETE may have reached the server.
     stage.facts["delete_state"] = UNKNOWN
     stage.message = "deleting: not confirmed"
     try:
-        sent = await rc.delete_inbox(result.inbox_id, result.email)
+        sent = await rc.delete_inbox(inbox_id, email)
     except RocketChatNotFoundError:
         stage.facts["delete_state"] = DELETED
         stage.message = f"inbox {result.inbox_id} was already gone (404): nothing deleted"

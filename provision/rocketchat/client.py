@@ -14,6 +14,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -42,6 +43,11 @@ __all__ = ["RocketChat", "ServerInfo", "open_rocketchat"]
 logger = logging.getLogger("provision.rocketchat")
 
 _INBOX = "/api/v1/email-inbox"
+
+
+def _segment(inbox_id: str) -> str:
+    """An id as one path segment: ids come from the server, which may send anything."""
+    return quote(inbox_id, safe="")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,7 +252,7 @@ class RocketChat:
         Raises:
             RocketChatNotFoundError: no such inbox.
         """
-        data = await self._t.call("GET", f"{_INBOX}/{inbox_id}")
+        data = await self._t.call("GET", f"{_INBOX}/{_segment(inbox_id)}")
         data.pop("success", None)
         return data
 
@@ -275,7 +281,7 @@ class RocketChat:
                 ``"not-applied"`` (read back: still there) or ``"unknown"``.
             RocketChatProtocolError: the DELETE was answered, the inbox is still there.
         """
-        path = f"{_INBOX}/{inbox_id}"
+        path = f"{_INBOX}/{_segment(inbox_id)}"
         attempt = 0
         while True:
             attempt += 1
@@ -343,7 +349,7 @@ class RocketChat:
                 write_state="unknown",
                 status=failure.status,
                 method="DELETE",
-                path=f"{_INBOX}/{inbox_id}",
+                path=f"{_INBOX}/{_segment(inbox_id)}",
             ) from exc
 
     async def save_inbox(self, body: Mapping[str, Any]) -> str:
