@@ -5,7 +5,8 @@ Shape (also the JSON schema, ``schema_version`` 1)::
     Report
       inboxes: [InboxResult]
         name, email, file, warnings: [Finding]
-        stages: [StageResult]            # smtp, imap (then submit, verify for `set`)
+        stages: [StageResult]            # smtp, imap (then submit, verify for `set`;
+                                         # only prune for an inbox `set --prune` deletes)
           stage, status, class, message, hint, field, elapsed_ms,
           steps: [StepResult]            # resolve, connect, tls, greeting, ...
           warnings: [Finding], facts: {...}

@@ -10,6 +10,9 @@ one ``POST /api/v1/email-inbox``, so nothing is ever half-written:
   **unchanged** (no write at all);
 * verify: read the inbox back by id and compare; with ``wait_active`` keep reading
   and fail if Rocket.Chat switched it off (spec §3.2, §4).
+
+Inboxes stored on the server but in none of the files are ``provision.commands.prune``'s:
+planned before the probes, deleted (``--prune``) after every write.
 """
 
 from __future__ import annotations
