@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -43,6 +43,8 @@ __all__ = ["RocketChat", "ServerInfo", "open_rocketchat"]
 logger = logging.getLogger("provision.rocketchat")
 
 _INBOX = "/api/v1/email-inbox"
+
+T = TypeVar("T")
 
 
 def _segment(inbox_id: str) -> str:
@@ -282,33 +284,13 @@ class RocketChat:
             RocketChatProtocolError: the DELETE was answered, the inbox is still there.
         """
         path = f"{_INBOX}/{_segment(inbox_id)}"
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._t.call("DELETE", path, attempts=1)
-                break
-            except RocketChatUnavailableError as exc:
-                if exc.request_sent and not await self._still_there(inbox_id, email, exc):
-                    logger.debug("DELETE %s failed but the read-back shows it applied", path)
-                    return attempt
-                delay = self._t.backoff(attempt)
-                if attempt >= self._t.retry.attempts or not self._t.fits(delay):
-                    why = (
-                        "a read-back shows the inbox is still there"
-                        if exc.request_sent
-                        else "the request never reached the server, nothing was deleted"
-                    )
-                    raise self._errors.error(
-                        RocketChatUnavailableError,
-                        f"{exc.message}; {why}",
-                        write_state="not-applied",
-                        request_sent=exc.request_sent,
-                        status=exc.status,
-                        method="DELETE",
-                        path=path,
-                    ) from exc
-                await self._t.sleep(delay)
+
+        async def gone(exc: RocketChatUnavailableError) -> bool | None:
+            return None if await self._still_there(inbox_id, email, exc) else True
+
+        _, went, attempt = await self._write("DELETE", path, gone, kept="the inbox is still there")
+        if went:
+            return attempt
         if await self.inbox_present(inbox_id, email):
             raise self._errors.error(
                 RocketChatProtocolError,
@@ -373,35 +355,16 @@ class RocketChat:
             value = body.get(section)
             if isinstance(value, Mapping) and isinstance(value.get("password"), str):
                 self._errors.add(value["password"])
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                data = await self._t.call("POST", path, json_body=dict(body), attempts=1)
-                break
-            except RocketChatUnavailableError as exc:
-                # Never connected: nothing to read back, the write cannot have happened.
-                applied = await self._read_back(body, exc) if exc.request_sent else None
-                if applied is not None:
-                    logger.debug("POST %s failed but the read-back shows it applied", path)
-                    return applied
-                delay = self._t.backoff(attempt)
-                if attempt >= self._t.retry.attempts or not self._t.fits(delay):
-                    why = (
-                        "a read-back shows the inbox was not written"
-                        if exc.request_sent
-                        else "the request never reached the server, nothing was written"
-                    )
-                    raise self._errors.error(
-                        RocketChatUnavailableError,
-                        f"{exc.message}; {why}",
-                        write_state="not-applied",
-                        request_sent=exc.request_sent,
-                        status=exc.status,
-                        method="POST",
-                        path=path,
-                    ) from exc
-                await self._t.sleep(delay)
+
+        async def applied(exc: RocketChatUnavailableError) -> str | None:
+            return await self._read_back(body, exc)
+
+        data, applied_id, _ = await self._write(
+            "POST", path, applied, json_body=dict(body), kept="the inbox was not written"
+        )
+        if applied_id is not None:
+            return applied_id
+        assert data is not None
         inbox_id = data.get("_id")
         if isinstance(inbox_id, str) and inbox_id:
             return inbox_id
@@ -415,6 +378,59 @@ class RocketChat:
             method="POST",
             path=path,
         )
+
+    async def _write(
+        self,
+        method: str,
+        path: str,
+        applied: Callable[[RocketChatUnavailableError], Awaitable[T | None]],
+        *,
+        json_body: Any = None,
+        kept: str,
+    ) -> tuple[dict[str, Any] | None, T | None, int]:
+        """Send a write that must not simply be repeated (a create, a delete).
+
+        After a 5xx, a timeout or a transport error ``applied`` reads back; the write
+        is sent again only when it answers ``None`` (not applied), within the retry
+        policy and the deadline.
+
+        Returns:
+            ``(answer, None, attempts)``, or ``(None, read-back value, attempts)`` when
+            a failed attempt turned out to have applied.
+
+        Raises:
+            RocketChatUnavailableError: ``write_state="not-applied"`` after the last
+                attempt (``kept`` says what the read-back showed).
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                data = await self._t.call(method, path, json_body=json_body, attempts=1)
+                return data, None, attempt
+            except RocketChatUnavailableError as exc:
+                # Never connected: nothing to read back, the write cannot have happened.
+                found = await applied(exc) if exc.request_sent else None
+                if found is not None:
+                    logger.debug("%s %s failed but the read-back shows it applied", method, path)
+                    return None, found, attempt
+                delay = self._t.backoff(attempt)
+                if attempt >= self._t.retry.attempts or not self._t.fits(delay):
+                    why = (
+                        f"a read-back shows {kept}"
+                        if exc.request_sent
+                        else "the request never reached the server, nothing was written"
+                    )
+                    raise self._errors.error(
+                        RocketChatUnavailableError,
+                        f"{exc.message}; {why}",
+                        write_state="not-applied",
+                        request_sent=exc.request_sent,
+                        status=exc.status,
+                        method=method,
+                        path=path,
+                    ) from exc
+                await self._t.sleep(delay)
 
     async def _read_back(
         self, body: Mapping[str, Any], failure: RocketChatUnavailableError
