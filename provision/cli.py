@@ -20,6 +20,7 @@ import typer
 
 from provision._version import __version__
 from provision.cli_coerce import FastCommand, FastGroup
+from provision.cli_help import command_help
 from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
@@ -51,7 +52,7 @@ app = typer.Typer(
     name="provision",
     help="Probe, then provision Rocket.Chat omnichannel email inboxes as code.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
@@ -81,7 +82,7 @@ def _root(
     """
 
 
-@app.command(cls=FastCommand)
+@app.command(cls=FastCommand, **command_help("check"))
 @shared_options(timeout=60.0)
 def check(
     run: Run,
@@ -99,10 +100,10 @@ def check(
     options, ci = _start(run, "check")
     work = _check_offline(run, options) if offline else _check(run, options, ci)
     report = _run(work, run.json_output, ci)
-    _emit(report, run.json_output, code=_finish_ci(ci, report))
+    _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
-@app.command(name="set", cls=FastCommand)
+@app.command(name="set", cls=FastCommand, **command_help("set"))
 @shared_options(timeout=120.0)
 def set_command(
     run: Run,
@@ -177,8 +178,8 @@ def set_command(
         mark_interrupted(progress)
         typer.echo("interrupted: the report shows what was written", err=True)
         _finish_ci(ci, progress)
-        _emit(progress, run.json_output, code=130)
-    _emit(report, run.json_output, code=_finish_ci(ci, report))
+        _emit(progress, run.json_output, code=130, quiet=run.quiet)
+    _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
 def _prune_options(
@@ -320,9 +321,11 @@ async def _set(
         )
 
 
-@app.command(name="discover", cls=FastCommand)
+@app.command(name="discover", cls=FastCommand, **command_help("discover"))
 def discover_command(
-    address: Annotated[str, typer.Argument(help="The inbox address, e.g. support@example.com.")],
+    address: Annotated[
+        str, typer.Argument(metavar="ADDRESS", help="The inbox address, e.g. support@example.com.")
+    ],
     username: Annotated[
         str | None,
         typer.Option(
@@ -423,7 +426,7 @@ def discover_command(
     raise typer.Exit(int(result.exit_code))
 
 
-@app.command(name="sandbox", cls=FastCommand)
+@app.command(name="sandbox", cls=FastCommand, **command_help("sandbox"))
 def sandbox_command(
     directory: Annotated[
         Path | None,
@@ -434,19 +437,26 @@ def sandbox_command(
         ),
     ] = None,
 ) -> None:
-    """Run local SMTP and IMAP servers with a throw-away CA until interrupted."""
+    """Run local SMTP and IMAP servers with a throw-away CA, and a Rocket.Chat double,
+    until interrupted.
+
+    The directory holds inboxes.yaml (the sandbox's inboxes), ca.pem (its CA) and
+    rocketchat.env (the double's URL and token, for `set` and `export`); it prints the
+    commands that use them.
+    """
     import asyncio
 
+    from provision.cli_help import invocation
     from provision.sandbox.runner import serve_forever
 
     try:
-        asyncio.run(serve_forever(directory, announce=typer.echo))
+        asyncio.run(serve_forever(directory, announce=typer.echo, program=invocation()))
     except KeyboardInterrupt:
         typer.echo("sandbox stopped", err=True)
     raise typer.Exit(0)
 
 
-@app.command(name="export", cls=FastCommand)
+@app.command(name="export", cls=FastCommand, **command_help("export"))
 def export_command(
     server: ServerOpt = None,
     output: Annotated[
@@ -528,7 +538,7 @@ def export_command(
     raise typer.Exit(0)
 
 
-@app.command(name="schema", cls=FastCommand)
+@app.command(name="schema", cls=FastCommand, **command_help("schema"))
 def schema_command() -> None:
     """Print the JSON Schema (draft 2020-12) of the inbox file, for editors and linters."""
     from provision.commands.schema import schema_text
@@ -574,7 +584,9 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
     return int(report.exit_code) or int(ExitCode.USAGE)
 
 
-def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoReturn:
+def _emit(
+    report: Report, json_output: bool, *, code: int | None = None, quiet: bool = False
+) -> NoReturn:
     if json_output:
         from provision.render.json import render_json
 
@@ -582,7 +594,7 @@ def _emit(report: Report, json_output: bool, *, code: int | None = None) -> NoRe
     else:
         from provision.render.text import render_text
 
-        typer.echo(render_text(report, color=_color()))
+        typer.echo(render_text(report, color=_color(), quiet=quiet))
     raise typer.Exit(int(report.exit_code) if code is None else code)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Union, get_args, get_origin
 from typer import _click
 from typer._click.exceptions import BadParameter
 from typer._coercion import RuntimeParam
-from typer.core import TyperCommand, TyperGroup, _TyperParameter
+from typer.core import TyperArgument, TyperCommand, TyperGroup, _TyperParameter
 
 __all__ = ["FastCommand", "FastGroup"]
 
@@ -107,8 +107,15 @@ def _plain(annotation: Any) -> tuple[type, bool] | None:
     return None
 
 
+def _no_type(ctx: _click.Context) -> str:
+    return ""
+
+
 def _install(params: list[_click.Parameter]) -> None:
     for param in params:
+        if isinstance(param, TyperArgument) and param.metavar is not None:
+            # The metavar says what to give; Typer would print "<list[str]>" after it.
+            param.display_type_rich = _no_type  # type: ignore[method-assign]
         if not isinstance(param, _TyperParameter) or param._runtime_param is not None:
             continue
         descriptor = param.type_descriptor

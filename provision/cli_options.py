@@ -27,10 +27,18 @@ __all__ = [
 FilesArg = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Inbox files (YAML or JSON); '-' reads standard input.", show_default=False
+        help="Inbox files (YAML or JSON); '-' reads standard input.",
+        show_default=False,
+        metavar="FILE",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Text: show only inboxes that failed or warned, then the summary."
+    ),
+]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Warnings fail the run.")]
 TimeoutOpt = Annotated[
     float,
@@ -74,7 +82,8 @@ SandboxOpt = Annotated[
     bool,
     typer.Option(
         "--sandbox",
-        help="Start the embedded local mail servers and check their inboxes (no files needed).",
+        help="Start the embedded local mail servers (and, for set, a Rocket.Chat double) "
+        "and use their inboxes (no files needed).",
     ),
 ]
 VerboseOpt = Annotated[
@@ -97,6 +106,7 @@ class Run:
 
     files: list[str] | None
     json_output: bool
+    quiet: bool
     strict: bool
     timeout: float
     step_timeout: float
@@ -117,6 +127,7 @@ def shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callabl
     """
     shared: list[tuple[str, Any, Any]] = [
         ("json_output", JsonOpt, False),
+        ("quiet", QuietOpt, False),
         ("strict", StrictOpt, False),
         ("timeout", TimeoutOpt, timeout),
         ("step_timeout", StepTimeoutOpt, 10.0),

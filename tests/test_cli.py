@@ -188,3 +188,78 @@ def test_verbose_adds_one_handler_however_often_it_runs() -> None:
             if handler not in before:
                 logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
+
+
+def test_help_gives_each_command_an_uncut_purpose_examples_and_exit_codes() -> None:
+    """A newcomer's first look: the command list is not cut, no "<list[str]>", and each
+    command's examples only use flags that command has."""
+    import re
+
+    from provision.cli_help import _HELP, EXIT_MEANINGS
+
+    top = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100"})
+    assert top.exit_code == 0
+    for name, (purpose, examples, codes) in _HELP.items():
+        assert f"{name}  " in top.output
+        assert purpose in top.output.replace("\n", " ").replace("  ", " "), name
+        own = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "100"})
+        assert own.exit_code == 0, own.output
+        assert "<list[str]>" not in own.output
+        assert "Examples:" in own.output
+        assert "Exit codes:" in own.output
+        for example in examples:
+            assert example.split("#")[0].strip() in own.output
+            for flag in re.findall(r"(?<=\s)--[a-z][a-z-]*", example.split("#")[0]):
+                target = example.split()[1]
+                flags = CliRunner().invoke(app, [target, "--help"], env={"COLUMNS": "100"})
+                assert flag in flags.output, (name, example, flag)
+        for code in codes:
+            assert f"{int(code):>3}  {EXIT_MEANINGS[code]}" in own.output
+
+
+async def test_quiet_shows_only_what_failed_then_the_summary(tmp_path: Path) -> None:
+    async with running_sandbox(tmp_path / "box") as box:
+        text = box.inbox_file.read_text()
+        head, sales = text.split("- name: Sales", 1)
+        mixed = box.inbox_file.parent / "mixed.yaml"  # beside its ${file:password}
+        mixed.write_text(head + "- name: Sales" + sales.replace("${file:password}", "wrong"))
+        args = ["check", str(mixed), "--ca-file", str(box.ca_file)]
+        loud = await asyncio.to_thread(runner.invoke, app, args)
+        quiet = await asyncio.to_thread(runner.invoke, app, [*args, "--quiet"])
+    assert loud.exit_code == quiet.exit_code == 14
+    assert "Support <support@example.com>" in loud.stdout
+    assert "Support <support@example.com>" not in quiet.stdout
+    assert "[FAIL] Sales <sales@example.com>" in quiet.stdout
+    assert quiet.stdout.rstrip().splitlines()[-1].startswith("check: 2 inboxes, 1 passed, 1 failed")
+
+
+async def test_set_names_the_server_it_wrote_to_and_plain_http(tmp_path: Path) -> None:
+    result = await asyncio.to_thread(runner.invoke, app, ["set", "--sandbox", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.rstrip().splitlines()
+    assert lines[-2].startswith("Rocket.Chat: http://127.0.0.1:")
+    assert "plain HTTP: credentials and passwords travel unencrypted" in lines[-2]
+    assert lines[-1].startswith("set: 2 inboxes, 2 passed (2 created)")
+
+
+def test_shell_completion_completes_commands_and_options() -> None:
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).parent / "provision")
+
+    def complete(words: str) -> list[str]:
+        env = {
+            **os.environ,
+            "_PROVISION_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        done = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("provision ch") == ["check"]
+    assert complete("provision check --ca") == ["--ca-file"]
+    assert "--dry-run" in complete("provision set --d")

@@ -711,6 +711,24 @@ def test_unknown_key_suggests(path: str, suggestion: str) -> None:
     assert problem.message == f"unknown key (did you mean {suggestion!r}?)"
 
 
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("nmae", "name"), ("smtp.sever", "server"), ("imap.pasword", "password"), ("emial", "email")],
+)
+def test_a_typo_of_a_required_key_is_one_error_not_two(typo: str, meant: str) -> None:
+    """The misspelt key is unknown and the key it was meant to be is then missing: one
+    mistake, so one error, naming both."""
+    section = typo.rpartition(".")[0]
+    target = f"{section}.{meant}" if section else meant
+    original = dict(line.strip().split(": ", 1) for line in BASE.splitlines() if ": " in line)
+    text = edit(edit(BASE, target, None), typo, original[meant])
+
+    problem = only_problem(text)
+
+    assert problem.field == typo
+    assert problem.message == f"unknown key (did you mean {meant!r}?)"
+
+
 def test_alias_for_a_key_of_another_level_lists_keys() -> None:
     problem = only_problem(edit(BASE, "smtp.maxRetries", "3"))
 

@@ -20,6 +20,7 @@ from provision.discover.candidates import Origin, Protocol, Transport
 from provision.discover.dns import parse_nameserver
 from provision.discover.inboxfile import inbox_file
 from provision.discover.search import Discovery, SearchOptions, search
+from provision.results import ExitCode
 from provision.sandbox.ca import CertKind, SandboxCA
 from provision.sandbox.imapd import start_imap_server
 from provision.sandbox.smtpd import start_smtp_server
@@ -337,3 +338,68 @@ async def test_cli_nothing_usable_is_exit_17_and_a_bad_nameserver_is_usage() -> 
     assert "nothing usable" in nothing.stderr
     assert bad.exit_code == 2
     assert "not an IP address" in bad.stderr
+
+
+async def test_a_login_that_fails_at_one_server_moves_on_to_the_next_candidate(
+    sandbox_ca: SandboxCA, ca_file: Path
+) -> None:
+    """The SRV-preferred submission server drops the connection at AUTH (a server's
+    fault, not the password's): the next usable candidate is logged into, the file names
+    it, and the report shows both attempts; a wrong password is never retried elsewhere."""
+    from provision.commands.discover import discover
+    from tests.servers.faults import DROP
+    from tests.servers.smtp_misbehaving import Script, start_scripted_server
+
+    broken = await start_scripted_server(
+        Script(replies={"AUTH": DROP}), tls_context=_server_context(sandbox_ca)
+    )
+    try:
+        async with mail_servers(sandbox_ca) as ports:
+            srv = "SRV"
+            zone = (
+                Zone()
+                .add("_submissions._tcp.example.test", srv, f"0 1 {broken.port} localhost.")
+                .add("_submission._tcp.example.test", srv, f"0 1 {ports.smtp_starttls} localhost.")
+                .add("_imaps._tcp.example.test", srv, f"0 1 {ports.imap_implicit} localhost.")
+                .add("localhost", "A", "127.0.0.1")
+            )
+            async with running_dns(zone) as dns:
+                options = _options(dns.nameserver, 9, ca_file, ports)
+                good = await discover(
+                    USER, options, password_from="DISCOVER_PASSWORD", login=True,
+                    environ={"DISCOVER_PASSWORD": PASSWORD},
+                )  # fmt: skip
+                wrong = await discover(
+                    USER, options, password_from="DISCOVER_PASSWORD", login=True,
+                    environ={"DISCOVER_PASSWORD": "not-the-password"},
+                )  # fmt: skip
+    finally:
+        await broken.close()
+    assert good.discovery.best(Protocol.SMTP) is not None
+    assert good.discovery.best(Protocol.SMTP).candidate.port == broken.port  # type: ignore[union-attr]
+    assert [a.smtp.candidate.port for a in good.attempts] == [broken.port, ports.smtp_starttls]
+    first = good.attempts[0].to_json()["stages"]
+    assert (first["smtp"]["status"], first["imap"]["status"]) == ("failed", "passed")
+    assert good.exit_code is ExitCode.OK
+    assert good.login is not None
+    assert good.login.ok
+    assert good.inbox_file is not None
+    assert f"port: {ports.smtp_starttls}\n" in good.inbox_file
+    assert f"port: {broken.port}\n" not in good.inbox_file
+    doc = good.to_json()
+    assert [a["smtp"] for a in doc["login_attempts"]] == [
+        f"localhost:{broken.port}",
+        f"localhost:{ports.smtp_starttls}",
+    ]
+    assert PASSWORD not in json.dumps(doc)
+    from provision.render.discover import render_discover_table
+
+    table = render_discover_table(good)
+    assert f"login attempt 1: smtp localhost:{broken.port} failed (" in table
+    assert f"login attempt 2: smtp localhost:{ports.smtp_starttls} passed" in table
+    assert table.endswith("login with the password: passed")
+    # A wrong password (IMAP says so at once) ends the tries: no more failed logins
+    # toward a lockout, and the file keeps the best candidates.
+    assert [a.smtp.candidate.port for a in wrong.attempts] == [broken.port]
+    assert wrong.attempts[0].to_json()["stages"]["imap"]["class"] == "auth-failed"
+    assert wrong.exit_code is not ExitCode.OK

@@ -25,6 +25,7 @@ LAYERS = {
     "commands": 4,
     "render": 4,
     "cli_coerce": 5,
+    "cli_help": 5,
     "cli_options": 5,
     "cli": 6,
     "__init__": 6,

@@ -52,3 +52,18 @@ def test_secrets_filter_rewrites_records_only_while_guarding(
         logger.removeFilter(filt)
 
     assert caplog.messages == [f"server said b'NO \"{MASK}\"'", "after pw-9f8e"]
+
+
+def test_a_short_secret_is_masked_where_it_stands_alone_not_inside_words() -> None:
+    """A one-letter password masked everywhere would garble every reply; standing alone
+    (an echoed command, a quoted string) it is still masked."""
+    reply = 'a002 NO [AUTHENTICATIONFAILED] LOGIN "support" "t" rejected: not accepted'
+    assert (
+        scrub(reply, "t")
+        == 'a002 NO [AUTHENTICATIONFAILED] LOGIN "support" "***" rejected: not accepted'
+    )
+    assert scrub("plaintext t", "t") == "plaintext ***"
+    assert scrub("ab1 x ab1x", "ab1") == "*** x ab1x"
+    assert (
+        scrub("secret-longer inside wordsecret-longerx", "secret-longer") == "*** inside word***x"
+    )

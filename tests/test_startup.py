@@ -89,6 +89,7 @@ def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
         "provision._version",
         "provision.cli",
         "provision.cli_coerce",
+        "provision.cli_help",
         "provision.cli_options",
         "provision.errors",
         "provision.results",

@@ -57,7 +57,12 @@ def _half(best: Assessment, *, username: str, password: str, imap: bool) -> str:
 
 
 def inbox_file(
-    discovery: Discovery, *, username: str | None = None, password_from: str | None = None
+    discovery: Discovery,
+    *,
+    username: str | None = None,
+    password_from: str | None = None,
+    smtp: Assessment | None = None,
+    imap: Assessment | None = None,
 ) -> str | None:
     """The YAML inbox file for the best candidates, or ``None`` if a half is missing.
 
@@ -65,12 +70,15 @@ def inbox_file(
         discovery: the search result.
         username: the login name; default the one the source suggested, else the address.
         password_from: ``VAR`` or ``file:PATH`` for both passwords.
+        smtp: the SMTP candidate to write instead of the best one.
+        imap: the IMAP candidate to write instead of the best one.
 
     Raises:
         ValueError: ``password_from`` is malformed.
     """
     password = password_reference(password_from)
-    smtp, imap = discovery.best(Protocol.SMTP), discovery.best(Protocol.IMAP)
+    smtp = smtp or discovery.best(Protocol.SMTP)
+    imap = imap or discovery.best(Protocol.IMAP)
     if smtp is None or imap is None:
         return None
     login = username or discovery.address

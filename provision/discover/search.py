@@ -93,11 +93,18 @@ class Discovery:
     autoconfig: list[Attempt] = field(default_factory=list)
     assessments: list[Assessment] = field(default_factory=list)
 
+    def usable(self, protocol: Protocol) -> list[Assessment]:
+        """The usable candidates of ``protocol``, best first: secure ones before insecure
+        ones, each group in search order."""
+        usable = [a for a in self.assessments if a.candidate.protocol is protocol and a.usable]
+        return [a for a in usable if a.verdict is Verdict.USABLE] + [
+            a for a in usable if a.verdict is not Verdict.USABLE
+        ]
+
     def best(self, protocol: Protocol) -> Assessment | None:
         """The first usable candidate of ``protocol``, a secure one before an insecure one."""
-        usable = [a for a in self.assessments if a.candidate.protocol is protocol and a.usable]
-        secure = [a for a in usable if a.verdict is Verdict.USABLE]
-        return (secure or usable)[0] if usable else None
+        usable = self.usable(protocol)
+        return usable[0] if usable else None
 
     @property
     def complete(self) -> bool:

@@ -94,6 +94,9 @@ class InboxReader:
         by_key = {spec.key: spec for spec in fields}
         first_line: dict[str, int] = {}
         values: dict[str, Any] = {}
+        # Keys a typo's did-you-mean already names: one typo, one error, not a second
+        # "missing" for the key it was meant to be.
+        suggested: set[str] = set()
         for entry in mapping.entries:
             if entry.key is None:
                 self.problem(entry.line, prefix.rstrip("."), "keys must be plain strings")
@@ -112,7 +115,10 @@ class InboxReader:
             spec = by_key.get(entry.key)
             if spec is None:
                 named = entry.key if shown == entry.key else shown.removesuffix("…")
-                message = _unknown_key_message(named, list(by_key), also_suggest)
+                suggestion = _suggestion(named, [*by_key, *also_suggest])
+                if suggestion is not None:
+                    suggested.add(suggestion)
+                message = _unknown_key_message(named, list(by_key), suggestion)
                 if shown != entry.key:
                     message += (
                         "; the rest of the key is not shown, it may hold a value "
@@ -125,7 +131,7 @@ class InboxReader:
             if value is not _BAD:
                 values[entry.key] = value
         for spec in fields:
-            if spec.required and spec.key not in first_line:
+            if spec.required and spec.key not in first_line and spec.key not in suggested:
                 self.problem(mapping.line, prefix + spec.key, f"missing; expected {spec.expects}")
         return values
 
@@ -191,15 +197,18 @@ def _normalize_key(key: str) -> str:
     return key.replace("_", "").replace("-", "").lower()
 
 
-def _unknown_key_message(key: str, allowed: Sequence[str], also: Sequence[str] = ()) -> str:
-    """Say that ``key`` is unknown, suggesting the closest of ``allowed`` or ``also``."""
-    candidates = [*allowed, *also]
+def _suggestion(key: str, candidates: Sequence[str]) -> str | None:
+    """The closest of ``candidates`` to the unknown ``key``, if one is close."""
     by_normal = {_normalize_key(name): name for name in candidates}
     normal = _normalize_key(key)
     suggestion = by_normal.get(normal) or by_normal.get(_KEY_ALIASES.get(normal, "").lower())
     if suggestion is None:
         close = difflib.get_close_matches(key, candidates, n=1)
         suggestion = close[0] if close else None
+    return suggestion
+
+
+def _unknown_key_message(key: str, allowed: Sequence[str], suggestion: str | None) -> str:
     if suggestion is not None:
         return f"unknown key (did you mean {suggestion!r}?)"
     return f"unknown key; expected one of: {', '.join(allowed)}"

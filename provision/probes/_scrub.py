@@ -9,6 +9,7 @@ through :func:`scrub` with the secrets that were on the wire (STYLE.md §3, prob
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -52,9 +53,18 @@ def mask(text: str, *secrets: str | Secret | None) -> str:
     return _replace(text, _variants(secrets))
 
 
+#: Secrets shorter than this are masked only where they stand alone: a one-letter
+#: password masked everywhere would turn every reply into "plainte***t" noise.
+_SHORT = 4
+
+
 def _replace(text: str, variants: list[str]) -> str:
     for value in variants:
-        text = text.replace(value, MASK)
+        if len(value) >= _SHORT:
+            text = text.replace(value, MASK)
+        elif value in text:
+            alone = rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])"
+            text = re.sub(alone, MASK, text)
     return text
 
 

@@ -20,6 +20,8 @@ class _Result(TypingProtocol):
     def inbox_file(self) -> str | None: ...
     @property
     def login(self) -> Report | None: ...
+    @property
+    def attempts(self) -> tuple[Any, ...]: ...
     def to_json(self) -> dict[str, Any]: ...
 
 
@@ -61,6 +63,20 @@ def render_discover_table(result: _Result) -> str:
     if result.inbox_file is None:
         lines.append("nothing usable: no SMTP or no IMAP server Rocket.Chat can log into")
     elif result.login is not None:
+        if len(result.attempts) > 1:
+            for n, attempt in enumerate(result.attempts, 1):
+                lines.append(f"login attempt {n}: {_attempt_line(attempt.to_json())}")
         state = "passed" if result.login.ok else f"failed (exit {int(result.login.exit_code)})"
         lines.append(f"login with the password: {state}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _attempt_line(attempt: dict[str, Any]) -> str:
+    parts = []
+    for stage, server in (("smtp", attempt["smtp"]), ("imap", attempt["imap"])):
+        state = attempt["stages"].get(stage, {})
+        how = state.get("status", "not run")
+        if state.get("class"):
+            how += f" ({state['class']})"
+        parts.append(f"{stage} {server} {how}")
+    return ", ".join(parts)

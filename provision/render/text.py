@@ -23,16 +23,23 @@ _COLOR = {
 _RESET = "\x1b[0m"
 
 
-def render_text(report: Report, *, color: bool = False) -> str:
-    """The report for a person: one block per inbox, failures first in each block."""
+def render_text(report: Report, *, color: bool = False, quiet: bool = False) -> str:
+    """The report for a person: one block per inbox, failures first in each block;
+    ``quiet`` leaves out the inboxes that simply passed (the summary still counts them)."""
 
     def paint(status: Status, text: str) -> str:
         return f"{_COLOR[status]}{text}{_RESET}" if color else text
 
     lines: list[str] = []
     for inbox in report.inboxes:
+        if quiet and inbox.status(strict=report.strict) is Status.PASSED:
+            continue
         lines.extend(_inbox_lines(inbox, report.strict, paint))
         lines.append("")
+    server = report.settings.get("server")
+    if server:
+        verb = "would write to" if report.settings.get("dry_run") else "Rocket.Chat"
+        lines.append(f"{verb}: {server}" + _server_note(report.settings))
     lines.append(_summary(report))
     loosened = _loosened(report.settings)
     if loosened:
@@ -135,6 +142,15 @@ def _summary(report: Report) -> str:
         f"{report.command}: {n} {noun}, {detail} in {report.elapsed_ms / 1000:.2f} s "
         f"(exit {int(report.exit_code)})"
     )
+
+
+def _server_note(settings: dict[str, Any]) -> str:
+    notes = []
+    if str(settings.get("server", "")).startswith("http://"):
+        notes.append("plain HTTP: credentials and passwords travel unencrypted")
+    if settings.get("rocketchat_version"):
+        notes.insert(0, f"version {settings['rocketchat_version']}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _loosened(settings: dict[str, Any]) -> str:

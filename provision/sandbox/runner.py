@@ -139,9 +139,17 @@ def _inbox_file(box: Sandbox) -> str:
     )
 
 
-async def serve_forever(directory: Path | None, *, announce: Callable[[str], None]) -> None:
-    """Run the sandbox until cancelled (Ctrl-C), telling the user how to use it."""
+async def serve_forever(
+    directory: Path | None, *, announce: Callable[[str], None], program: str = "provision"
+) -> None:
+    """Run the sandbox until cancelled (Ctrl-C), telling the user how to use it;
+    ``program`` is how the printed commands run provision."""
+    import shlex
+
     async with running_sandbox(directory) as box:
+        inboxes, ca, env = (
+            shlex.quote(str(p)) for p in (box.inbox_file, box.ca_file, box.rocketchat_env)
+        )
         announce(
             f"sandbox running (Ctrl-C to stop); files in {box.directory}\n"
             f"  SMTP STARTTLS  localhost:{box.smtp_starttls_port}\n"
@@ -150,9 +158,9 @@ async def serve_forever(directory: Path | None, *, announce: Callable[[str], Non
             f"  Rocket.Chat    {box.rocketchat_url} (a test double; its token is in "
             f"{box.rocketchat_env})\n"
             f"check it with:\n"
-            f"  provision check {box.inbox_file} --ca-file {box.ca_file}\n"
+            f"  {program} check {inboxes} --ca-file {ca}\n"
             f"provision it (run twice: the second run changes nothing):\n"
-            f"  set -a; . {box.rocketchat_env}; set +a\n"
-            f"  provision set {box.inbox_file} --ca-file {box.ca_file}"
+            f"  set -a; . {env}; set +a\n"
+            f"  {program} set {inboxes} --ca-file {ca}"
         )
         await asyncio.Event().wait()

@@ -1,0 +1,126 @@
+"""What ``--help`` says beyond the options: each command's one-line purpose, examples and
+exit codes. Kept apart from ``cli.py`` so the texts can be read (and tested) in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from typing import TypedDict
+
+from provision.results import ExitCode
+
+__all__ = ["EXIT_MEANINGS", "command_help", "invocation"]
+
+#: Every exit code and what it means (the README's table says the same).
+EXIT_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "every inbox passed",
+    ExitCode.INTERNAL: "a bug in provision (reported, never a traceback)",
+    ExitCode.USAGE: "bad input: a flag, an inbox file, a missing variable",
+    ExitCode.DNS: "a server name does not resolve",
+    ExitCode.CONNECT: "a port is closed, filtered or unreachable",
+    ExitCode.TLS: "TLS or certificate",
+    ExitCode.PROTOCOL: "protocol or TLS-mode mismatch (the `secure` flag, the port)",
+    ExitCode.AUTH: "authentication",
+    ExitCode.MAILBOX: "mailbox or sender",
+    ExitCode.TRANSIENT: "transient: 4xx, throttling, timeouts, the deadline",
+    ExitCode.NOTHING_FOUND: "discover found no usable SMTP or IMAP server",
+    ExitCode.ROCKETCHAT: "Rocket.Chat's API refused or failed",
+}
+
+_PROBE_CODES = (
+    ExitCode.OK,
+    ExitCode.USAGE,
+    ExitCode.DNS,
+    ExitCode.CONNECT,
+    ExitCode.TLS,
+    ExitCode.PROTOCOL,
+    ExitCode.AUTH,
+    ExitCode.MAILBOX,
+    ExitCode.TRANSIENT,
+)
+
+
+class CommandHelp(TypedDict):
+    """Keyword arguments of ``typer.Typer.command`` that carry help text."""
+
+    short_help: str
+    epilog: str
+
+
+def _epilog(examples: tuple[str, ...], codes: tuple[ExitCode, ...]) -> str:
+    # "\b" keeps click from re-wrapping the paragraph that follows it.
+    lines = ["\b", "Examples:", *(f"  {example}" for example in examples), "", "\b", "Exit codes:"]
+    lines += [f"  {int(code):>3}  {EXIT_MEANINGS[code]}" for code in codes]
+    return "\n".join(lines)
+
+
+_HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
+    "check": (
+        "Log into each inbox's SMTP and IMAP server as Rocket.Chat would.",
+        (
+            "provision check inboxes.yaml",
+            "provision check inboxes.yaml --ca-file corp-ca.pem --junit report.xml",
+            "provision check --offline inboxes/*.yaml      # input rules only",
+        ),
+        _PROBE_CODES,
+    ),
+    "set": (
+        "Probe each inbox, then create or update it in Rocket.Chat.",
+        (
+            "provision set inboxes.yaml --server https://chat.example.com",
+            "provision set inboxes.yaml --dry-run          # probe and plan, write nothing",
+        ),
+        (*_PROBE_CODES, ExitCode.ROCKETCHAT),
+    ),
+    "discover": (
+        "Find an address's mail servers and write its inbox file.",
+        (
+            "provision discover support@example.com > inbox.yaml",
+            "provision discover support@example.com --password-from SUPPORT_PASSWORD -o inbox.yaml",
+        ),
+        (*_PROBE_CODES, ExitCode.NOTHING_FOUND),
+    ),
+    "sandbox": (
+        "Run local mail servers and a Rocket.Chat double to try provision.",
+        (
+            "provision sandbox                             # until Ctrl-C",
+            "provision check --sandbox                     # or start one just for a run",
+        ),
+        (ExitCode.OK, ExitCode.USAGE),
+    ),
+    "export": (
+        "Write Rocket.Chat's inboxes as an inbox file (no passwords).",
+        (
+            "provision export --server https://chat.example.com -o inboxes.yaml",
+            "provision export --server https://chat.example.com --json",
+        ),
+        (ExitCode.OK, ExitCode.USAGE, ExitCode.ROCKETCHAT),
+    ),
+    "schema": (
+        "Print the JSON Schema of the inbox file.",
+        ("provision schema > inbox.schema.json",),
+        (ExitCode.OK,),
+    ),
+}
+
+
+def command_help(name: str) -> CommandHelp:
+    """The one-line purpose (the command list shows it uncut) and the epilog of ``name``."""
+    purpose, examples, codes = _HELP[name]
+    return CommandHelp(short_help=purpose, epilog=_epilog(examples, codes))
+
+
+def invocation(argv0: str | None = None) -> str:
+    """How to run this same ``provision`` again, as the user can paste it: ``provision``
+    when that is what the shell finds, else the path that was run (``.venv/bin/provision``
+    after the README's install), else ``python -m provision``."""
+    argv0 = argv0 if argv0 is not None else sys.argv[0]
+    found = shutil.which("provision")
+    if found and os.path.exists(argv0) and os.path.samefile(found, argv0):
+        return "provision"
+    if os.path.basename(argv0) == "provision" and os.access(argv0, os.X_OK):
+        return shlex.quote(argv0 if os.sep in argv0 else f".{os.sep}{argv0}")
+    return f"{shlex.quote(sys.executable)} -m provision"
