@@ -269,6 +269,33 @@ async def test_without_prune_server_only_inboxes_are_listed_only(box: Sandbox) -
 # -------------------------------------------------------------------- faults
 
 
+_REFUSED = Fault(
+    status=403,
+    body=json.dumps(
+        {
+            "success": False,
+            "error": "User does not have the permissions required for this action "
+            "[error-unauthorized]",
+        }
+    ).encode(),
+)
+
+
+async def test_list_refused_fails_a_prune_but_only_notes_it_without(box: Sandbox) -> None:
+    _seed(box, "old@example.com")
+    _double(box).inject("GET", f"{INBOX}.list", _REFUSED)
+    plain = await _set(box, prune=False)
+    assert plain.exit_code is ExitCode.OK
+    assert plain.settings["only_on_server"].startswith("not listed: ")
+    assert _pruned(plain) == []
+    writes = len(box.rocketchat.requests_to("POST", INBOX))
+    _double(box).inject("GET", f"{INBOX}.list", _REFUSED)
+    pruning = await _set(box)
+    assert pruning.exit_code is ExitCode.ROCKETCHAT
+    assert len(box.rocketchat.requests_to("POST", INBOX)) == writes  # nothing more written
+    assert _deletes(box) == []
+
+
 async def test_500_on_delete_is_retried_after_a_read_back(box: Sandbox) -> None:
     [old] = _seed(box, "old@example.com")
     _double(box).inject("DELETE", f"{INBOX}/:_id", Fault.error(500))

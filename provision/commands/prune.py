@@ -94,7 +94,7 @@ def _check_plan(plan: Sequence[Mapping[str, Any]], options: PruneOptions, files:
             [ConfigProblem("--prune: the files hold no inbox; refusing to delete every inbox")]
         )
     if len(plan) > options.max_delete:
-        listed = ", ".join(str(doc.get("email")) for doc in plan[:10])
+        listed = ", ".join(scrub(str(doc.get("email"))) for doc in plan[:10])
         more = f" and {len(plan) - 10} more" if len(plan) > 10 else ""
         raise ConfigError(
             [
@@ -117,6 +117,8 @@ class Pruning:
     #: ``(_id, email)`` of each result as the server stores them (results show them
     #: escaped); the DELETE and its read-back use these
     stored: list[tuple[str, str]] = field(default_factory=list)
+    #: why the server's inboxes could not be listed (without ``--prune`` only)
+    unlisted: str | None = None
 
     @classmethod
     async def prepare(
@@ -128,16 +130,18 @@ class Pruning:
             ConfigError: ``--prune`` with no inbox in the files, or a plan over
                 ``--max-delete``.
             RocketChatCallError: listing failed (only with ``--prune``; without it the
-                list is informational and its failure is noted in ``facts``).
+                list is informational and the report's ``settings.only_on_server`` says
+                it could not be made).
         """
         from provision.errors import RocketChatCallError
 
         pruning = cls(options=options, dry_run=dry_run)
         try:
             stored = await rc.list_inboxes()
-        except RocketChatCallError:
+        except RocketChatCallError as exc:
             if options.enabled:
                 raise
+            pruning.unlisted = f"not listed: {exc.message}"
             return pruning
         plan = plan_prune(stored, inboxes, options)
         _check_plan(plan, options, len(inboxes))
@@ -146,15 +150,10 @@ class Pruning:
         departments = await _department_names(rc, [*plan, *kept])
         for doc in plan:
             pruning.results.append(_pending(doc, departments, options, dry_run))
-            pruning.stored.append((str(doc["_id"]), str(doc.get("email"))))
         for doc in kept:
             pruning.results.append(_pending(doc, departments, PruneOptions(), dry_run))
-            pruning.stored.append((str(doc["_id"]), str(doc.get("email"))))
-            pruning.results[-1].stages[
-                -1
-            ].message = (
-                "only on the server: in none of the given files, outside --prune-scope (kept)"
-            )
+            pruning.results[-1].stages[-1].message = _OUTSIDE_SCOPE
+        pruning.stored = [(str(d["_id"]), str(d.get("email"))) for d in [*plan, *kept]]
         return pruning
 
     async def run(self, rc: RocketChat, report: Report, *, strict: bool) -> None:
@@ -163,6 +162,8 @@ class Pruning:
         Nothing is deleted when any inbox of the run failed (with ``strict``, a
         warning counts), in a dry run, or without ``--prune``.
         """
+        if self.unlisted is not None:
+            report.settings["only_on_server"] = self.unlisted
         failed = [r for r in report.inboxes if r.status(strict=strict) is Status.FAILED]
         report.inboxes.extend(self.results)
         # Deletions to make (action None), or to show in a dry run (DELETE).
@@ -181,6 +182,9 @@ class Pruning:
                 _stop(result, "not deleted: the run's deadline passed before this deletion")
                 continue
             await _delete(rc, result, inbox_id, email)
+
+
+_OUTSIDE_SCOPE = "only on the server: in none of the given files, outside --prune-scope (kept)"
 
 
 def _pending(
