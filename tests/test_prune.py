@@ -257,10 +257,17 @@ async def test_dry_run_shows_the_refusal_when_a_probe_fails(box: Sandbox) -> Non
 
 
 async def test_without_prune_server_only_inboxes_are_listed_only(box: Sandbox) -> None:
-    _seed(box, "old@example.com")
+    _seed(box, "old@example.com", description="")
+    box.rocketchat.add_inbox(inbox_body(name="Evil\x1b[2J", email="evil@example.com"))
     report = await _set(box, prune=False)
-    assert _pruned(report) == [("old@example.com", Action.ONLY_ON_SERVER)]
-    assert report.inboxes[2].stages[0].status is Status.SKIPPED
+    assert _pruned(report) == [
+        ("evil@example.com", Action.ONLY_ON_SERVER),
+        ("old@example.com", Action.ONLY_ON_SERVER),
+    ]
+    # Server text reaches the terminal only escaped.
+    assert "\x1b" not in render_text(report)
+    assert "Evil\\x1b[2J" in render_text(report)
+    assert {r.stages[0].status for r in report.inboxes[2:]} == {Status.SKIPPED}
     assert "only on the server" in render_text(report)
     assert report.exit_code is ExitCode.OK
     assert _deletes(box) == []
