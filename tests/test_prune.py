@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -257,7 +258,7 @@ async def test_dry_run_shows_the_refusal_when_a_probe_fails(box: Sandbox) -> Non
 
 
 async def test_without_prune_server_only_inboxes_are_listed_only(box: Sandbox) -> None:
-    _seed(box, "old@example.com", description="")
+    _seed(box, "old@example.com")
     box.rocketchat.add_inbox(inbox_body(name="Evil\x1b[2J", email="evil@example.com"))
     report = await _set(box, prune=False)
     assert _pruned(report) == [
@@ -346,6 +347,29 @@ async def test_timeout_after_a_delete_that_went_through_is_deleted(box: Sandbox)
     assert report.inboxes[0].stages[0].facts["delete_requests"] == 1
     assert len(_deletes(box)) == 1
     assert box.rocketchat.deleted == [old]
+
+
+async def test_deadline_passed_before_a_deletion_is_reported_not_started(box: Sandbox) -> None:
+    [old] = _seed(box, "old@example.com")
+    loaded = load_inboxes([str(box.inbox_file)])
+    report = Report(command="set")
+    async with open_rocketchat(
+        box.rocketchat_url,
+        TokenAuth(user_id=box.user_id, token=box.token),
+        RocketChatOptions(ca_file=box.ca_file),
+    ) as rc:
+        pruning = await Pruning.prepare(
+            rc, loaded.inboxes, PruneOptions(enabled=True), dry_run=False
+        )
+        rc.deadline = time.monotonic() - 1
+        await pruning.run(rc, report, strict=False)
+    [result] = report.inboxes
+    assert result.action is Action.SKIPPED
+    assert result.stages[0].failure is FailureClass.DEADLINE
+    assert result.stages[0].facts["delete_state"] == "not-started"
+    assert report.exit_code is ExitCode.TRANSIENT
+    assert _deletes(box) == []
+    assert old in box.rocketchat.inboxes
 
 
 async def test_stop_during_a_deletion_reports_true_states(box: Sandbox) -> None:
