@@ -431,6 +431,7 @@ async def test_cli_prune_json_junit_and_summary(
     assert result.exit_code == 0, result.stdout + result.stderr
     doc = json.loads(result.stdout)
     assert doc["settings"]["prune"] is True
+    assert (doc["settings"]["prune_scope"], doc["settings"]["max_delete"]) == ([], 5)
     pruned = doc["inboxes"][2]
     assert (pruned["email"], pruned["action"], pruned["id"], pruned["file"]) == (
         "old@example.com",

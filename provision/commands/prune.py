@@ -61,6 +61,12 @@ class PruneOptions:
     scopes: tuple[str, ...] = ()
     max_delete: int = DEFAULT_MAX_DELETE
 
+    def settings(self) -> dict[str, Any]:
+        """What the report's ``settings`` show: ``prune``, and its limits when on."""
+        if not self.enabled:
+            return {"prune": False}
+        return {"prune": True, "prune_scope": list(self.scopes), "max_delete": self.max_delete}
+
 
 def _domain(email: str) -> str:
     return email.rpartition("@")[2].casefold()

@@ -111,7 +111,7 @@ async def set_inboxes(
         "server": target.server,
         "allow_http": target.allow_http,
         "dry_run": target.dry_run,
-        "prune": target.prune.enabled,
+        **target.prune.settings(),
     }
     try:
         async with open_rocketchat(
