@@ -671,6 +671,19 @@ async def test_delete_gives_up_not_applied_or_unknown(
 
 
 @module_loop
+async def test_delete_answered_but_not_confirmed_is_unknown(
+    app: RocketChatDouble, rc: RocketChat
+) -> None:
+    inbox_id = await _new_inbox(rc)
+    app.inject("GET", f"{INBOX}/:_id", Fault.error(503), times=10)
+    with pytest.raises(RocketChatUnavailableError) as caught:
+        await rc.delete_inbox(inbox_id)
+    assert caught.value.write_state == "unknown"
+    assert "answered the DELETE with success" in str(caught.value)
+    assert app.deleted == [inbox_id]
+
+
+@module_loop
 async def test_inbox_present_before_5_3_asks_search(app: RocketChatDouble, rc: RocketChat) -> None:
     inbox_id = await _new_inbox(rc)
     app.version = "5.2.0"

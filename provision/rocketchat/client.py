@@ -291,7 +291,17 @@ class RocketChat:
         _, went, attempt = await self._write("DELETE", path, gone, kept="the inbox is still there")
         if went:
             return attempt
-        if await self.inbox_present(inbox_id, email):
+        try:
+            present = await self.inbox_present(inbox_id, email)
+        except RocketChatError as exc:
+            raise self._errors.error(
+                RocketChatUnavailableError,
+                f"Rocket.Chat answered the DELETE with success, but reading it back failed: {exc}",
+                write_state="unknown",
+                method="DELETE",
+                path=path,
+            ) from exc
+        if present:
             raise self._errors.error(
                 RocketChatProtocolError,
                 "Rocket.Chat answered the DELETE with success, but the inbox is still there",
