@@ -408,7 +408,7 @@ def discover_command(
         _usage_error(str(exc), json_output)
     except ConfigError as exc:
         _config_error(exc.problems, json_output)
-    typer.echo(render_discover_table(result), err=True)
+    _say(render_discover_table(result))
     if result.login is not None and not result.login.ok:
         from provision.render.text import render_text
 
@@ -511,7 +511,7 @@ def export_command(
     except ConfigError as exc:
         _config_error(exc.problems, False)
     except RocketChatCallError as exc:
-        typer.echo(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), err=True)
+        _say(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
         raise typer.Exit(int(ExitCode.ROCKETCHAT)) from None
     shown = str(output) if output is not None else "<stdout>"
     if output is None:
@@ -525,9 +525,9 @@ def export_command(
             reason = exc.strerror or type(exc).__name__
             _config_error([ConfigProblem(f"cannot write: {reason}", file=str(output))], False)
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        _say(f"warning: {warning}")
     for problem in result.problems:
-        typer.echo(f"warning: {dataclasses.replace(problem, file=shown)}", err=True)
+        _say(f"warning: {dataclasses.replace(problem, file=shown)}")
     if result.problems:
         typer.echo("warning: edit these fields before `provision set` accepts the file", err=True)
     typer.echo(
@@ -570,7 +570,7 @@ def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs) ->
     except ConfigError as exc:
         failed = ci.failed_input(exc.problems)
         if failed:
-            typer.echo(f"error: {failed}", err=True)
+            _say(f"error: {failed}")
         _config_error(exc.problems, json_output)
 
 
@@ -579,7 +579,7 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
     failed = ci.finish(report)
     if not failed:
         return None
-    typer.echo(f"error: {failed}", err=True)
+    _say(f"error: {failed}")
     # The JUnit file was asked for: a run that passed without it is a usage failure.
     return int(report.exit_code) or int(ExitCode.USAGE)
 
@@ -602,13 +602,20 @@ def _color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
+def _say(text: str) -> None:
+    """Write a line to stderr with any control character from input or servers escaped."""
+    from provision.render.terminal import safe_text
+
+    typer.echo(safe_text(text), err=True)
+
+
 def _usage_error(message: str, json_output: bool) -> NoReturn:
     _config_error([ConfigProblem(message)], json_output)
 
 
 def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
     for problem in problems:
-        typer.echo(f"error: {problem}", err=True)
+        _say(f"error: {problem}")
     if json_output:
         from provision.render.json import render_problems_json
 
@@ -619,9 +626,12 @@ def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    def format(self, record: logging.LogRecord) -> str:
+        from provision.render.terminal import safe_text
+
+        text = safe_text(super().format(record))
+        # On a terminal, first erase a progress line ("[10/10] probed; submitting...").
+        return "\r\x1b[K" + text if _is_terminal(sys.stderr) else text
 
     @property
     def stream(self) -> Any:
@@ -632,14 +642,30 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _setup_logging(verbose: bool) -> None:
-    """``-v``: provision's own loggers to stderr (one handler, however often called)."""
+    """provision's own warnings to stderr (a rate-limit wait); ``-v``: everything, timed.
+
+    One handler, however often called.
+    """
     logger = logging.getLogger("provision")
-    if not verbose:
-        return
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler())
-    logger.setLevel(logging.DEBUG)
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        logger.addHandler(handler)
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger.setLevel(logging.DEBUG)
+    else:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.setLevel(logging.NOTSET)
 
 
 def main() -> None:

@@ -57,7 +57,11 @@ class ProvisionError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
-    """One problem in the input: ``file:line: inbox 'name': field: message``."""
+    """One problem in the input: ``file:line: inbox 'name': field: message``.
+
+    ``inbox`` is the inbox's name as written (JSON and JUnit carry it unquoted), or
+    ``#index`` when it has none; only the text form quotes a name.
+    """
 
     message: str
     file: str | None = None
@@ -71,7 +75,8 @@ class ConfigProblem:
             where += f":{self.line}"
         parts = [where] if where else []
         if self.inbox is not None:
-            parts.append(f"inbox {self.inbox}")
+            index = self.inbox.startswith("#") and self.inbox[1:].isdigit()
+            parts.append(f"inbox {self.inbox if index else repr(self.inbox)}")
         if self.field:
             parts.append(self.field)
         parts.append(self.message)

@@ -152,6 +152,7 @@ class FailureClass(StrEnum):
     AUTH_FAILED = "auth-failed"
     APP_PASSWORD_REQUIRED = "app-password-required"  # noqa: S105 (a class name)
     BASIC_AUTH_DISABLED = "basic-auth-disabled"
+    SMTP_AUTH_DISABLED = "smtp-auth-disabled"  #: Microsoft 365's per-tenant/mailbox switch
     OAUTH_REJECTED = "oauth-rejected"
     NON_ASCII_CREDENTIALS = "non-ascii-credentials"
     # mailbox / sender
@@ -213,6 +214,7 @@ _EXIT_CODES: dict[FailureClass, ExitCode] = {
             _FC.AUTH_FAILED,
             _FC.APP_PASSWORD_REQUIRED,
             _FC.BASIC_AUTH_DISABLED,
+            _FC.SMTP_AUTH_DISABLED,
             _FC.OAUTH_REJECTED,
             _FC.NON_ASCII_CREDENTIALS,
         ),

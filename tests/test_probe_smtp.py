@@ -483,7 +483,7 @@ MISBEHAVING = [
     ("only-oauth-mechanisms", F.NO_COMMON_MECHANISM, "smtp.server", ("PLAIN",), "auth"),
     ("504-at-auth", F.NO_COMMON_MECHANISM, "smtp.server", ("PLAIN",), "auth"),
     ("534-gmail", F.APP_PASSWORD_REQUIRED, "smtp.password", ("app password",), "auth"),
-    ("535-m365", F.BASIC_AUTH_DISABLED, "smtp.password", ("SMTP AUTH",), "auth"),
+    ("535-m365", F.SMTP_AUTH_DISABLED, "smtp.username", ("SMTP AUTH", "tenant"), "auth"),
     ("535", F.AUTH_FAILED, "smtp.password", ("smtp.username", "smtp.password"), "auth"),
     ("454-too-many", F.THROTTLED, "smtp.password", ("wait",), "auth"),
     ("454-temporary", F.TRANSIENT, "smtp.server", ("retry",), "auth"),

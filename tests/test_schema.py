@@ -45,7 +45,7 @@ def _inbox(**changes: Any) -> dict[str, Any]:
             "server": "imap.example.com",
             "port": 993,
             "username": "support",
-            "password": "${file:/dev/null}",
+            "password": "${PW}",
             "secure": True,
         },
     }

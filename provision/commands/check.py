@@ -51,6 +51,7 @@ def report_settings(options: ProbeOptions) -> dict[str, object]:
 
 async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -> InboxResult:
     """Probe one inbox: SMTP and IMAP at once, results in that order."""
+    from provision.commands.steplog import log_steps
     from provision.probes.imap import probe_imap
     from provision.probes.smtp import probe_smtp
 
@@ -59,6 +60,8 @@ async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -
         _guarded(Stage.SMTP, probe_smtp(inbox, options, deadline=deadline)),
         _guarded(Stage.IMAP, probe_imap(inbox, options, deadline=deadline)),
     )
+    for stage in stages:
+        log_steps(inbox, stage)
     result.stages.extend(stages)
     return result
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provision.errors import ConfigError, ConfigProblem
-from provision.probes._scrub import scrub
 from provision.results import Action, FailureClass, InboxResult, Report, Stage, StageResult, Status
 
 if TYPE_CHECKING:
@@ -100,7 +99,7 @@ def _check_plan(plan: Sequence[Mapping[str, Any]], options: PruneOptions, files:
             [ConfigProblem("--prune: the files hold no inbox; refusing to delete every inbox")]
         )
     if len(plan) > options.max_delete:
-        listed = ", ".join(scrub(str(doc.get("email"))) for doc in plan[:10])
+        listed = ", ".join(str(doc.get("email")) for doc in plan[:10])
         more = f" and {len(plan) - 10} more" if len(plan) > 10 else ""
         raise ConfigError(
             [
@@ -120,9 +119,6 @@ class Pruning:
     options: PruneOptions
     dry_run: bool
     results: list[InboxResult] = field(default_factory=list)
-    #: ``(_id, email)`` of each result as the server stores them (results show them
-    #: escaped); the DELETE and its read-back use these
-    stored: list[tuple[str, str]] = field(default_factory=list)
     #: why the server's inboxes could not be listed (without ``--prune`` only)
     unlisted: str | None = None
 
@@ -159,7 +155,6 @@ class Pruning:
         for doc in kept:
             pruning.results.append(_pending(doc, departments, PruneOptions(), dry_run))
             pruning.results[-1].stages[-1].message = _OUTSIDE_SCOPE
-        pruning.stored = [(str(d["_id"]), str(d.get("email"))) for d in [*plan, *kept]]
         return pruning
 
     async def run(self, rc: RocketChat, report: Report, *, strict: bool) -> None:
@@ -181,13 +176,13 @@ class Pruning:
             for result in planned:
                 _refuse(result, f"not deleted: --prune refused because {why} failed in this run")
             return
-        for result, (inbox_id, email) in zip(self.results, self.stored, strict=True):
+        for result in self.results:
             if result.action is not None:
                 continue
             if rc.deadline is not None and time.monotonic() >= rc.deadline:
                 _stop(result, "not deleted: the run's deadline passed before this deletion")
                 continue
-            await _delete(rc, result, inbox_id, email)
+            await _delete(rc, result)
 
 
 _OUTSIDE_SCOPE = "only on the server: in none of the given files, outside --prune-scope (kept)"
@@ -196,16 +191,16 @@ _OUTSIDE_SCOPE = "only on the server: in none of the given files, outside --prun
 def _pending(
     doc: Mapping[str, Any], departments: Mapping[str, str], options: PruneOptions, dry_run: bool
 ) -> InboxResult:
-    inbox_id = str(doc["_id"])
-    # Server text: shown only with its control characters escaped.
-    result = InboxResult(name=scrub(str(doc.get("name", ""))), email=scrub(str(doc.get("email"))))
-    result.inbox_id = scrub(inbox_id)
+    # Server text as stored (render.terminal escapes what reaches a terminal); the
+    # DELETE and its read-back use the id and address exactly.
+    result = InboxResult(name=str(doc.get("name", "")), email=str(doc.get("email")))
+    result.inbox_id = str(doc["_id"])
     stage = StageResult(stage=Stage.PRUNE)
     stage.facts.update(name=result.name, address=result.email)
     department = doc.get("department")
     if isinstance(department, str) and department:
-        stage.facts["department"] = scrub(departments.get(department, department))
-        stage.facts["department_id"] = scrub(department)
+        stage.facts["department"] = departments.get(department, department)
+        stage.facts["department_id"] = department
     result.stages.append(stage)
     if not options.enabled:
         stage.status = Status.SKIPPED
@@ -233,16 +228,17 @@ async def _department_names(rc: RocketChat, plan: Sequence[Mapping[str, Any]]) -
     return {str(d.get("_id")): str(d.get("name")) for d in departments if d.get("name")}
 
 
-async def _delete(rc: RocketChat, result: InboxResult, inbox_id: str, email: str) -> None:
+async def _delete(rc: RocketChat, result: InboxResult) -> None:
     from provision.errors import RocketChatCallError, RocketChatNotFoundError
 
     stage = result.stages[-1]
+    assert result.inbox_id is not None
     started = time.perf_counter()
     # From here until the answer the DELETE may have reached the server.
     stage.facts["delete_state"] = UNKNOWN
     stage.message = "deleting: not confirmed"
     try:
-        sent = await rc.delete_inbox(inbox_id, email)
+        sent = await rc.delete_inbox(result.inbox_id, result.email)
     except RocketChatNotFoundError:
         stage.facts["delete_state"] = DELETED
         stage.message = f"inbox {result.inbox_id} was already gone (404): nothing deleted"

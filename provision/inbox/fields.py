@@ -143,18 +143,36 @@ def _check_email(value: str) -> str | None:
     return None
 
 
-def _check_host(value: str) -> str | None:
-    if not value.strip():
-        return ""
-    if "://" in value:
-        return "a URL; give only the host name"
-    if any(char.isspace() for char in value):
-        return "contains whitespace"
-    return None
+# "host:587", "[2001:db8::1]:587"; a bare IPv6 address has more than one colon.
+_HOST_AND_PORT = r"(?:\[[^\]]*\]|[^:\[\]]+):[0-9]*"
+
+
+def _host_rule(protocol: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        # Messages never repeat the value: it may come from ${...}.
+        if not value.strip():
+            return ""
+        if "://" in value:
+            return (
+                f"a URL; write only the host name in {protocol}.server, "
+                f"the port in {protocol}.port and TLS in {protocol}.secure"
+            )
+        if re.fullmatch(_HOST_AND_PORT, value):
+            return f"a port after the host; write only the host here, the port in {protocol}.port"
+        if any(char.isspace() for char in value):
+            return "contains whitespace"
+        return None
+
+    return check
 
 
 def _check_not_empty(value: str) -> str | None:
     return "" if not value.strip() else None
+
+
+def _check_credential(value: str) -> str | None:
+    # Rocket.Chat's mail clients do not send empty credentials: it could never log in.
+    return "Rocket.Chat cannot log in without it" if value == "" else None
 
 
 def _check_port(value: int) -> str | None:
@@ -188,7 +206,7 @@ def _server_fields(protocol: str, *extra: Field) -> tuple[Field, ...]:
             f"{protocol}.server",
             Kind.STRING,
             expected="a host name",
-            check=_check_host,
+            check=_host_rule(protocol),
             doc=f"{name} server host name or address (not a URL)",
             schema={"pattern": _HOST_PATTERN},
         ),
@@ -200,12 +218,22 @@ def _server_fields(protocol: str, *extra: Field) -> tuple[Field, ...]:
             doc=f"{name} server port",
             schema={"minimum": 1, "maximum": 65535},
         ),
-        Field(f"{protocol}.username", Kind.STRING, doc=f"{name} login name"),
+        Field(
+            f"{protocol}.username",
+            Kind.STRING,
+            expected="a non-empty string",
+            check=_check_credential,
+            doc=f"{name} login name",
+            schema={"minLength": 1},
+        ),
         Field(
             f"{protocol}.password",
             Kind.STRING,
             secret=True,
+            expected="a non-empty string",
+            check=_check_credential,
             doc=f"{name} password; write ${{VAR}} or ${{file:PATH}} rather than the secret",
+            schema={"minLength": 1},
         ),
         Field(f"{protocol}.secure", Kind.BOOLEAN, doc=_SECURE_DOC[protocol]),
         *extra,

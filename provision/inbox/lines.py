@@ -14,6 +14,7 @@ from provision.inbox.read import ReadError
 from provision.inbox.show import lower_first
 
 _SPACE = r"[ \t\n\r]*"
+_INTEGER_KEYS = ("port", "maxRetries")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,9 @@ def parse(text: str, *, json_only: bool) -> Node | None:
             json.loads(text)
         except json.JSONDecodeError as exc:
             if json_only:
+                reason = _leading_zero(text, exc.pos) or lower_first(exc.msg)
                 raise ReadError(
-                    f"invalid JSON at column {exc.colno}: {lower_first(exc.msg)}", line=exc.lineno
+                    f"invalid JSON at column {exc.colno}: {reason}", line=exc.lineno
                 ) from None
         except ValueError as exc:  # e.g. an integer longer than Python converts
             if json_only:
@@ -85,6 +87,20 @@ def parse(text: str, *, json_only: bool) -> Node | None:
         return parse_yaml(text)
     except RecursionError:
         raise ReadError("nested too deeply") from None
+
+
+def _leading_zero(text: str, pos: int) -> str | None:
+    """Say so when JSON stopped at a number written with a leading zero (``"port": 0465``)."""
+    number = re.compile(r'(?:"([^"\\]{1,64})"\s*:\s*)?(-?0[0-9]+)(?![0-9.eE])')
+    for match in number.finditer(text, max(0, pos - 80), pos + 20):
+        if match.start(2) < pos <= match.end(2):
+            key, digits = match[1], match[2]
+            if key == "password":  # the number would be the password: not shown
+                return "password: a number with a leading zero; write it in quotes"
+            fix = f"write {int(digits)}" + ("" if key in _INTEGER_KEYS else " or quote it")
+            where = f"{key}: " if key else ""
+            return f"{where}{digits} has a leading zero, which JSON does not allow; {fix}"
+    return None
 
 
 class _JsonTree:

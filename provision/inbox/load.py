@@ -12,7 +12,14 @@ from typing import IO, Any
 from provision.errors import ConfigError, ConfigProblem
 from provision.inbox.fields import FIELDS, IMAP_FIELDS, SMTP_FIELDS, Field
 from provision.inbox.lines import InvalidNode, MappingNode, Node, ScalarNode, SequenceNode, parse
-from provision.inbox.read import STDIN_NAME, Input, ReadError, display_name, read_input
+from provision.inbox.read import (
+    STDIN_NAME,
+    Input,
+    ReadError,
+    display_name,
+    file_identity,
+    read_input,
+)
 from provision.inbox.show import show
 from provision.inbox.validate import InboxReader
 from provision.models import ImapSettings, Inbox, SmtpSettings, Source
@@ -71,12 +78,19 @@ def load_inboxes(
     problems: list[ConfigProblem] = []
     loaded: list[_Loaded] = []
     stdin_seen = False
+    seen: dict[tuple[int, int], str] = {}
     for path in paths:
         if path == "-":
             if stdin_seen:
                 problems.append(ConfigProblem("'-' given more than once", file=STDIN_NAME))
                 continue
             stdin_seen = True
+        elif (identity := file_identity(path)) is not None:
+            # Read once: a second reading would only clash with the first, inbox by inbox.
+            if identity in seen:
+                problems.append(_given_twice(path, seen[identity]))
+                continue
+            seen[identity] = path
         file_problems: list[ConfigProblem] = []
         loaded.extend(_load_file(path, stdin, environ, file_problems))
         problems.extend(sorted(file_problems, key=lambda problem: problem.line or 0))
@@ -88,12 +102,20 @@ def load_inboxes(
     return LoadResult(inboxes=inboxes, warnings=warnings)
 
 
+def _given_twice(path: str, first: str) -> ConfigProblem:
+    again = "" if path == first else f" (as {first!r}: the same file by another path or link)"
+    return ConfigProblem(
+        f"given more than once{again}; it was read once: give each file only once", file=path
+    )
+
+
 @dataclass(slots=True)
 class _Loaded:
     """One inbox as read: the model if valid, and what the duplicate check needs."""
 
     inbox: Inbox | None
-    label: str
+    label: str  # as ConfigProblem.inbox: the name, or #index
+    shown: str  # the label in a message
     file: str
     email: str | None
     email_line: int | None
@@ -171,13 +193,14 @@ def _document_inboxes(
     return found, False
 
 
-def _inbox_label(mapping: MappingNode, index: int) -> str:
-    """The inbox's name for messages, or ``#index``; never a value from ``${...}``."""
+def _inbox_label(mapping: MappingNode, index: int) -> tuple[str, str]:
+    """The inbox's name, or ``#index``, as data and as a message shows it (quoted);
+    never a value from ``${...}``."""
     names = [entry.value for entry in mapping.entries if entry.key == "name"]
     name = names[0].value if names and isinstance(names[0], ScalarNode) else None
     if isinstance(name, str) and name.strip() and "$" not in name:
-        return show(name)
-    return f"#{index}"
+        return name, show(name)
+    return f"#{index}", f"#{index}"
 
 
 def _read_inbox(
@@ -189,7 +212,7 @@ def _read_inbox(
     environ: Mapping[str, str],
     problems: list[ConfigProblem],
 ) -> _Loaded:
-    label = _inbox_label(mapping, index)
+    label, shown = _inbox_label(mapping, index)
     reader = InboxReader(source, label, environ, problems)
     values = reader.read_mapping(mapping, FIELDS, also_suggest=("inboxes",) if single else ())
     inbox = None
@@ -199,6 +222,7 @@ def _read_inbox(
     return _Loaded(
         inbox=inbox,
         label=label,
+        shown=shown,
         file=source.name,
         email=values.get("email"),
         email_line=reader.lines.get("email"),
@@ -250,7 +274,7 @@ def _duplicate_emails(loaded: list[_Loaded]) -> list[ConfigProblem]:
         if earlier is not item:
             problems.append(
                 ConfigProblem(
-                    f"same address as inbox {earlier.label} ({earlier.file}:{earlier.email_line}); "
+                    f"same address as inbox {earlier.shown} ({earlier.file}:{earlier.email_line}); "
                     "Rocket.Chat allows each email address only once",
                     file=item.file,
                     line=item.email_line,

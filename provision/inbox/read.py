@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import re
 import stat
 import sys
@@ -53,6 +54,10 @@ def read_input(path: str, stdin: IO[str] | None) -> Input:
     """Read an inbox file, or ``stdin`` for ``-``; raise :class:`ReadError`."""
     if path == "-":
         return Input(STDIN_NAME, _read_stdin(stdin), Path(), json_only=False)
+    refused = _not_regular(Path(path))
+    if refused:
+        hint = "" if Path(path).is_dir() else "; to read from a pipe, give '-' and redirect it"
+        raise ReadError(refused + hint)
     text = _decode(_read_bytes(Path(path)))
     return Input(path, text, Path(path).parent, json_only=path.lower().endswith(".json"))
 
@@ -78,9 +83,9 @@ def read_file_reference(name: str, base_dir: Path) -> str:
     if not file.is_absolute():
         file = base_dir / file
     where = f"{name!r}" if str(file) == name else f"{name!r} ({file})"
-    if _is_pipe(file):
-        # Opening a FIFO waits for a writer, and loading runs before any deadline.
-        raise ReadError(f"cannot read file {where}: a pipe, not a regular file")
+    refused = _not_regular(file)
+    if refused:
+        raise ReadError(f"cannot read file {where}: {refused}")
     try:
         text = _read_bytes(file).decode("utf-8")
     except ReadError as exc:
@@ -94,8 +99,13 @@ def read_file_reference(name: str, base_dir: Path) -> str:
 
 
 def _read_bytes(path: Path) -> bytes:
+    # O_NONBLOCK: should the file have become a FIFO since it was checked, opening
+    # it does not wait for a writer; fstat then refuses it (regular files ignore the flag).
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        with path.open("rb") as handle:
+        with os.fdopen(os.open(path, flags), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ReadError("not a regular file")
             data = handle.read(_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ReadError("no such file") from None
@@ -132,11 +142,39 @@ def _capped(data: _Data) -> _Data:
     return data
 
 
-def _is_pipe(path: Path) -> bool:
+def file_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the file ``path`` names, symlinks followed; None if unknown."""
     try:
-        return stat.S_ISFIFO(path.stat().st_mode)
-    except OSError:
-        return False  # reading it reports the problem
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None  # reading it reports the problem
+    return status.st_dev, status.st_ino
+
+
+# What ``stat`` calls each kind of non-regular file, for messages.
+_KINDS = (
+    (stat.S_ISFIFO, "a pipe"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` is refused unopened ("a pipe, not a regular file"), or None.
+
+    Checked with ``stat`` before ``open``: opening a FIFO blocks until a writer comes,
+    and loading runs before any deadline; a device can be endless or have side effects.
+    """
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None  # opening it reports the problem
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return f"is {kind}, not a regular file"
 
 
 def _decode(data: bytes) -> str:

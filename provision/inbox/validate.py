@@ -18,6 +18,8 @@ from provision.inbox.show import shorten, show, shown_key
 from provision.models import Secret
 
 _INTEGER_TEXT = r"\s*[+-]?\d+\s*"
+_DECIMAL = r"[+-]?(?:0|[1-9][0-9]*)"
+_LEADING_ZERO = r"[+-]?0[0-9]+"
 
 # Words people reach for instead of Rocket.Chat's; compared after _normalize_key.
 _KEY_ALIASES = {
@@ -149,6 +151,10 @@ class InboxReader:
         if spec.kind is Kind.STRING:
             return self._read_string(spec, node, path)
         wanted = "integer" if spec.kind is Kind.INTEGER else "boolean"
+        misread = _misread_integer(node) if spec.kind is Kind.INTEGER else None
+        if misread is not None:
+            self.problem(node.line, path, _expected(spec, node.text.strip(), misread))
+            return _BAD
         if node.kind != wanted:
             return self._type_problem(spec, node, path)
         detail = spec.check(node.value) if spec.check else None
@@ -191,6 +197,23 @@ class InboxReader:
             got += f" {show(node.value) if node.kind == 'string' else shorten(node.text)}"
         self.problem(node.line, path, _expected(spec, got, _type_hint(spec, node)))
         return _BAD
+
+
+def _misread_integer(node: ScalarNode) -> str | None:
+    """Why an unquoted number does not mean what it says, or None.
+
+    YAML 1.1 (PyYAML) reads ``0465`` as octal 309, ``0x1d1`` as 465 and ``4_65`` as
+    465; JSON refuses them all. Only plain decimal digits are taken as an integer.
+    """
+    text = node.text.strip()
+    if not node.plain:
+        return None
+    if re.fullmatch(_LEADING_ZERO, text):
+        read = f"octal {node.value}" if node.kind == "integer" else f"a {node.kind}"
+        return f"a leading zero: YAML 1.1 reads {text} as {read}; write {int(text)}"
+    if node.kind == "integer" and not re.fullmatch(_DECIMAL, text):
+        return f"YAML 1.1 reads {text} as {node.value}; write {node.value} in decimal digits"
+    return None
 
 
 def _normalize_key(key: str) -> str:

@@ -11,6 +11,8 @@ import re
 
 from provision.results import Failure, FailureClass
 
+_NO_OAUTH = "Rocket.Chat sends only a user name and password (it has no OAuth2 for mail)"
+
 __all__ = ["provider_failure", "provider_of"]
 
 _GOOGLE = re.compile(r"(^|\.)(gmail|googlemail|google)\.com\.?$", re.IGNORECASE)
@@ -63,25 +65,9 @@ def provider_failure(
             f"from this network, or use an app password in {password}",
             password,
         )
-    if "5.7.139" in text or "smtpclientauthentication is disabled" in text:
-        return Failure(
-            FailureClass.BASIC_AUTH_DISABLED,
-            message,
-            "SMTP AUTH is disabled for this Microsoft 365 mailbox or tenant: enable "
-            "'Authenticated SMTP' for the mailbox "
-            "(Set-CASMailbox -SmtpClientAuthenticationDisabled $false) or the tenant; "
-            "Rocket.Chat cannot use OAuth2",
-            password,
-        )
-    if "basic authentication is disabled" in text:
-        return Failure(
-            FailureClass.BASIC_AUTH_DISABLED,
-            message,
-            "the provider has basic authentication turned off and Rocket.Chat only sends "
-            "a user name and password (no OAuth2): enable basic/legacy auth for this "
-            "mailbox or use a mail server that accepts it",
-            password,
-        )
+    microsoft = _microsoft_reason(protocol, text, message)
+    if microsoft is not None:
+        return microsoft
     provider = provider_of(host)
     if provider == "microsoft":
         if "not connected" in text:
@@ -111,5 +97,79 @@ def provider_failure(
             f"create an app password and put it in {password}"
             + ("; also enable IMAP in Gmail's settings" if protocol == "imap" else ""),
             password,
+        )
+    return None
+
+
+def _microsoft_reason(protocol: str, text: str, message: str) -> Failure | None:
+    """Exchange Online's refusals, told apart by their reason text (probe-anchors.md §7).
+
+    One code, 5.7.139, covers SMTP AUTH switched off (tenant or mailbox), basic
+    authentication off, security defaults and a plain wrong password ("the user
+    credentials were incorrect"); the last, like any reason not listed here, stays the
+    generic ``auth-failed``. Matched on the text, whatever the host: hybrid and
+    vanity-named Exchange servers answer the same way.
+    """
+    account = f"{protocol}.username"
+    if "5.7.30" in text or "basic authentication is not supported for client submission" in text:
+        # Microsoft's announced final answer once basic auth for SMTP AUTH is retired.
+        return Failure(
+            FailureClass.BASIC_AUTH_DISABLED,
+            message,
+            "Microsoft 365 no longer accepts a password for SMTP client submission, and "
+            f"{_NO_OAUTH}: send this inbox's mail through another SMTP service (a relay "
+            "or mail provider that takes a password) in smtp.server, smtp.port, "
+            "smtp.username and smtp.password",
+            "smtp.server",
+        )
+    if "smtpclientauthentication is disabled" in text:
+        if "for the mailbox" in text:
+            where = "this mailbox"
+            fix = (
+                "turn on 'Authenticated SMTP' for it (Microsoft 365 admin center > Users > "
+                "Mail > Manage email apps, or Set-CASMailbox -Identity <mailbox> "
+                "-SmtpClientAuthenticationDisabled $false)"
+            )
+        else:
+            where = "the whole tenant"
+            fix = (
+                "an admin turns it on for the tenant (Set-TransportConfig "
+                "-SmtpClientAuthenticationDisabled $false) or for this mailbox only "
+                "(Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false)"
+            )
+        return Failure(
+            FailureClass.SMTP_AUTH_DISABLED,
+            message,
+            f"SMTP AUTH is switched off for {where} in Microsoft 365: {fix}; {_NO_OAUTH}",
+            account,
+        )
+    if "did not meet the criteria to be authenticated" in text:
+        return Failure(
+            FailureClass.SMTP_AUTH_DISABLED,
+            message,
+            "Microsoft 365 refuses SMTP AUTH for this mailbox by policy: turn on "
+            "'Authenticated SMTP' for it and check that no Conditional Access policy "
+            f"blocks legacy authentication for it; {_NO_OAUTH}",
+            account,
+        )
+    if "security defaults" in text:
+        return Failure(
+            FailureClass.BASIC_AUTH_DISABLED,
+            message,
+            "the tenant's security defaults block password sign-ins from mail clients, "
+            "Rocket.Chat's included: an admin turns security defaults off in Microsoft "
+            "Entra ID (Overview > Properties > Manage security defaults) and protects "
+            "sign-ins with Conditional Access policies instead, leaving this mailbox "
+            f"able to use SMTP AUTH; {_NO_OAUTH}",
+            account,
+        )
+    if "basic authentication is disabled" in text:
+        return Failure(
+            FailureClass.BASIC_AUTH_DISABLED,
+            message,
+            f"the provider has basic authentication turned off and {_NO_OAUTH}: allow "
+            "basic authentication for this mailbox (an authentication policy) or use a "
+            "mail server that accepts a password",
+            account,
         )
     return None

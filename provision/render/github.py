@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from provision.errors import ConfigProblem
 from provision.render import locate
+from provision.render.terminal import safe_text
 from provision.results import ExitCode, InboxResult, Report, Stage, Status
 
 if TYPE_CHECKING:
@@ -71,17 +72,18 @@ class Annotation:
 
     def command(self) -> str:
         """The workflow command line (``::error file=F,line=L,title=T::message``)."""
+        # The runner's log shows escape sequences as a terminal would.
         props = []
         if self.file:
-            props.append(f"file={escape_property(self.file)}")
+            props.append(f"file={escape_property(safe_text(self.file))}")
             if self.line is not None:
                 props.append(f"line={self.line}")
         if self.title:
-            props.append(f"title={escape_property(self.title)}")
+            props.append(f"title={escape_property(safe_text(self.title))}")
         head = f"::{self.level}"
         if props:
             head += " " + ",".join(props)
-        return f"{head}::{escape_data(self.message)}"
+        return f"{head}::{escape_data(safe_text(self.message))}"
 
 
 def _annotation_file(file: str | None, workspace: str | None, cwd: str | None) -> str | None:

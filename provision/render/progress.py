@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
+from provision.render.terminal import safe_text
 from provision.results import InboxResult, Status
 
 __all__ = ["Progress"]
@@ -25,7 +26,7 @@ class Progress:
         self.done = 0
         self.failed = 0
         self._stream = stream
-        self._after = after
+        self._after = safe_text(after) if after else None
         self._interval = interval
         self._drawn = 0.0
         self._shown = False

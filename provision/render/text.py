@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from provision.render.terminal import safe_data
 from provision.results import Finding, InboxResult, Report, Stage, StageResult, Status
 
 __all__ = ["render_text"]
@@ -25,7 +26,12 @@ _RESET = "\x1b[0m"
 
 def render_text(report: Report, *, color: bool = False, quiet: bool = False) -> str:
     """The report for a person: one block per inbox, failures first in each block;
-    ``quiet`` leaves out the inboxes that simply passed (the summary still counts them)."""
+    ``quiet`` leaves out the inboxes that simply passed (the summary still counts them).
+
+    No control character of the report's data reaches the text (names, server replies);
+    the only escape sequences are the colours, added here after the data was cleaned.
+    """
+    report = safe_data(report)
 
     def paint(status: Status, text: str) -> str:
         return f"{_COLOR[status]}{text}{_RESET}" if color else text

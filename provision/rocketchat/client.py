@@ -24,6 +24,7 @@ from provision.errors import (
     RocketChatError,
     RocketChatNotFoundError,
     RocketChatProtocolError,
+    RocketChatRateLimitedError,
     RocketChatUnavailableError,
 )
 from provision.rocketchat.credentials import Credentials, PasswordAuth, TokenAuth
@@ -172,7 +173,7 @@ class RocketChat:
             username = me.get("username")
         else:
             username = await self._login(self._credentials)
-        info = await self._t.call("GET", "/api/info")
+        info = await self._server_info()
         version = info.get("version")
         if not isinstance(version, str):
             nested = info.get("info")
@@ -188,6 +189,21 @@ class RocketChat:
         )
         logger.debug("connected to Rocket.Chat %s (%s)", self._info.version, self._info.dialect)
         return self._info
+
+    async def _server_info(self) -> dict[str, Any]:
+        """``GET /api/info``, once per client and best effort.
+
+        The route is anonymous, so Rocket.Chat limits it per client IP for everyone
+        (``api-bypass-rate-limit`` cannot help, spec §1.8): a pipeline running
+        ``set`` and ``export`` often from one address meets its 429. The version only
+        names the server in the report (the client speaks every dialect), so a 429
+        here is neither waited for nor an error: the version stays unknown.
+        """
+        try:
+            return await self._t.call("GET", "/api/info", attempts=1, rate_limit_waits=0)
+        except RocketChatRateLimitedError:
+            logger.debug("GET /api/info is rate-limited; the server version stays unknown")
+            return {}
 
     async def _login(self, credentials: PasswordAuth) -> str | None:
         body: dict[str, Any] = {"user": credentials.user, "password": credentials.password.reveal()}

@@ -116,7 +116,8 @@ def check_url(url: str, *, allow_http: bool = False) -> httpx.URL:
         The parsed URL.
 
     Raises:
-        ConfigError: not an http(s) URL, credentials in the URL, or plain HTTP refused.
+        ConfigError: not an http(s) URL, credentials in the URL, an API path
+            (``.../api/v1``: the client adds it), or plain HTTP refused.
     """
     field = "ROCKETCHAT_URL"
     try:
@@ -139,6 +140,19 @@ def check_url(url: str, *, allow_http: bool = False) -> httpx.URL:
         )
     if parsed.query or parsed.fragment:
         raise ConfigError([ConfigProblem("must not have a query or fragment", field=field)])
+    segments = parsed.path.strip("/").split("/")
+    if "api" in segments:
+        # The client adds /api/v1/...; a copied API address would ask for /api/v1/api/v1/me.
+        base = parsed.copy_with(path="/" + "/".join(segments[: segments.index("api")]))
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    f"is an API address ({parsed.path}); give the server's base URL: "
+                    f"{str(base).rstrip('/')}",
+                    field=field,
+                )
+            ]
+        )
     if parsed.scheme == "http" and not allow_http and not _is_loopback(parsed.host):
         raise ConfigError(
             [

@@ -206,7 +206,7 @@ def interpret(
             "reset within the deadline",
             reset_at=reset_at,
             error=error,
-            hint="give the API user the api-bypass-rate-limit permission, or run fewer inboxes",
+            hint=_rate_limit_hint(path),
             **where,
         )
     if status >= 500:
@@ -342,4 +342,26 @@ def _raise_rejected(
         error=error,
         hint=hints.get(error),
         **where,
+    )
+
+
+def _rate_limit_hint(path: str) -> str:
+    """What lifts a 429 on ``path``: the bypass permission helps only once logged in."""
+    if path == "/api/v1/login":
+        return (
+            "the login route is limited per client IP for everyone (api-bypass-rate-limit "
+            "applies only after login): use a personal access token "
+            "(ROCKETCHAT_USER_ID + ROCKETCHAT_AUTH_TOKEN), which needs no login call, or "
+            "run again after the reset"
+        )
+    if not path.startswith("/api/v1/"):
+        return (
+            "this anonymous route is limited per client IP for everyone (api-bypass-rate-limit "
+            "does not apply to it): run again after the reset, or raise the limit in "
+            "Administration > Settings > Rate Limiter"
+        )
+    return (
+        "give the API user the api-bypass-rate-limit permission (the admin, bot and app "
+        "roles have it; it lifts the limit of authenticated REST routes), raise --timeout so "
+        "the wait fits, or run fewer inboxes"
     )

@@ -30,6 +30,7 @@ from provision.errors import (
     RocketChatTlsError,
     RocketChatUnavailableError,
 )
+from provision.results import FailureClass
 from provision.rocketchat.credentials import check_url
 from provision.rocketchat.replies import Scrubber, interpret, wait_told
 from provision.tls import verifying_context
@@ -191,12 +192,15 @@ class Transport:
         json_body: Any = None,
         auth: bool = True,
         attempts: int | None = None,
+        rate_limit_waits: int = _MAX_RATE_LIMIT_WAITS,
     ) -> dict[str, Any]:
         """One API call with retries (5xx/transport) and rate-limit waits.
 
-        ``attempts`` of 1 disables the 5xx retry (writes); 429 is always waited out
-        when the reset fits the deadline, because a limited request was not processed
-        (spec §1.1: the limiter runs before the handler).
+        ``attempts`` of 1 disables the 5xx retry (writes); 429 is waited out (at most
+        ``rate_limit_waits`` times) when the reset fits the deadline, because a limited
+        request was not processed (spec §1.1: the limiter runs before the handler).
+        Each wait is announced with one warning on the ``provision.rocketchat`` logger
+        (the command line shows it on stderr): a silent minute looks like a hang.
         """
         tries = attempts or self.retry.attempts
         attempt = 0
@@ -207,12 +211,13 @@ class Transport:
                 response = await self._send(method, path, params, json_body, auth=auth)
                 return interpret(self.errors, method, path, response, token_auth=self.token_auth)
             except RocketChatRateLimitedError as exc:
-                wait = self._rate_limit_wait(exc)
-                if waits >= _MAX_RATE_LIMIT_WAITS or wait is None:
+                planned = self._rate_limit_wait(exc)
+                if waits >= rate_limit_waits or planned is None:
                     raise
+                wait, source = planned
                 waits += 1
                 attempt -= 1
-                logger.debug("rate limited on %s %s; waiting %.2f s", method, path, wait)
+                logger.warning("Rocket.Chat rate limit: waiting %.1f s (%s)", wait, source)
                 await self.sleep(wait)
             except RocketChatUnavailableError:
                 delay = self.backoff(attempt)
@@ -221,21 +226,22 @@ class Transport:
                 logger.debug("%s %s failed; retrying in %.2f s", method, path, delay)
                 await self.sleep(delay)
 
-    def _rate_limit_wait(self, exc: RocketChatRateLimitedError) -> float | None:
-        """Seconds to wait for the reset, or ``None`` when it does not fit."""
+    def _rate_limit_wait(self, exc: RocketChatRateLimitedError) -> tuple[float, str] | None:
+        """Seconds to wait for the reset and what said so, or ``None`` when it does not fit."""
         seconds: float | None = None
+        source = "X-RateLimit-Reset"
         if exc.reset_at is not None:
             seconds = exc.reset_at - time.time()
         relative = wait_told(exc.error)
         # "You must wait N seconds" is relative: trust it over a skewed clock.
         if relative is not None and (seconds is None or not 0 <= seconds <= relative + 1):
-            seconds = relative
+            seconds, source = relative, "the server's 'You must wait' message"
         if seconds is None:
             return None
         seconds = max(seconds, 0.0) + _RESET_MARGIN
         if seconds > self.retry.max_rate_limit_wait or not self.fits(seconds):
             return None
-        return seconds
+        return seconds, source
 
     async def _send(
         self,
@@ -273,7 +279,7 @@ class Transport:
                     finally:
                         await response.aclose()
             except httpx.HTTPError as exc:
-                raise self._transport_error(exc, method, path, request.url.host) from exc
+                raise self._transport_error(exc, method, path, request.url) from exc
             except TimeoutError:
                 raise self.errors.error(
                     RocketChatUnavailableError,
@@ -339,15 +345,15 @@ class Transport:
         )
 
     def _transport_error(
-        self, exc: httpx.HTTPError, method: str, path: str, host: str
+        self, exc: httpx.HTTPError, method: str, path: str, url: httpx.URL
     ) -> RocketChatCallError:
         """Translate an httpx exception; its text never holds headers or bodies."""
-        tls = classify_tls_error(exc, server=host)
+        tls = classify_tls_error(exc, server=url.host)
         if tls is not None:
             error: RocketChatCallError = self.errors.error(
                 RocketChatTlsError,
                 f"TLS with Rocket.Chat failed: {tls.message}",
-                hint="pass the CA that signed the server certificate with --ca-file",
+                hint=_tls_hint(tls.cls, self.http.base_url),
                 method=method,
                 path=path,
             )
@@ -366,3 +372,24 @@ class Transport:
             path=path,
         )
         return error
+
+
+def _tls_hint(failure: FailureClass, base: httpx.URL) -> str:
+    """What fixes a failed handshake with Rocket.Chat: the class decides, not one advice."""
+    if failure is FailureClass.TLS_ON_PLAINTEXT_PORT:
+        # "wrong version number": the port answered the ClientHello in plain HTTP, as
+        # Rocket.Chat's own port 3000 does behind no proxy.
+        port = base.port or 443
+        plain = base.copy_with(scheme="http", port=port)
+        return (
+            f"the server answers plain HTTP on port {port}, not HTTPS: use "
+            f"{str(plain).rstrip('/')} (with --allow-http unless it is on this machine; "
+            "the token then travels in clear), or the HTTPS address of its proxy"
+        )
+    if failure is FailureClass.CERT_HOSTNAME:
+        return "use the host name the certificate is issued for in the server URL"
+    if failure is FailureClass.CERT_EXPIRED:
+        return "the server's certificate is expired (or not yet valid): renew it"
+    if failure is FailureClass.TLS_PROTOCOL:
+        return "the server offers no TLS 1.2 or newer with a common cipher; update its TLS setup"
+    return "pass the CA that signed the server certificate with --ca-file"

@@ -131,6 +131,41 @@ SCRIPTS: dict[str, Script] = {
             b"for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.\r\n"
         )
     ),
+    # Exchange Online's other 5.7.139 reasons and its final answer (probe-anchors.md §7).
+    "535-m365-mailbox": Script(
+        replies=_auth(
+            b"535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled "
+            b"for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information.\r\n"
+        )
+    ),
+    "535-m365-criteria": Script(
+        replies=_auth(
+            b"535 5.7.139 Authentication unsuccessful, the request did not meet the criteria "
+            b"to be authenticated successfully. Contact your administrator.\r\n"
+        )
+    ),
+    "535-m365-basic-auth": Script(
+        replies=_auth(
+            b"535 5.7.139 Authentication unsuccessful, basic authentication is disabled.\r\n"
+        )
+    ),
+    "535-m365-security-defaults": Script(
+        replies=_auth(
+            b"535 5.7.139 Authentication unsuccessful, user is locked by your organization's "
+            b"security defaults policy. Contact your administrator.\r\n"
+        )
+    ),
+    "535-m365-wrong-password": Script(
+        replies=_auth(
+            b"535 5.7.139 Authentication unsuccessful, the user credentials were incorrect.\r\n"
+        )
+    ),
+    "535-m365-5.7.3": Script(replies=_auth(b"535 5.7.3 Authentication unsuccessful\r\n")),
+    "550-m365-basic-auth-retired": Script(
+        replies=_auth(
+            b"550 5.7.30 Basic authentication is not supported for Client Submission.\r\n"
+        )
+    ),
     "535": Script(replies=_auth(b"535 5.7.8 Authentication credentials invalid\r\n")),
     "535-echoes-credentials": Script(
         replies=_auth(b"535 5.7.8 Authentication failed for {args} ({decoded})\r\n")
