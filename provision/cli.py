@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -24,11 +24,20 @@ from provision.cli_help import command_help
 from provision.cli_options import (
     AllowHttpOpt,
     CaFileOpt,
+    CertDaysOpt,
+    ConcurrencyOpt,
     EhloOpt,
+    EnvelopeOpt,
     JsonOpt,
+    JunitOpt,
+    NoVerifyOpt,
+    QuietOpt,
+    RoundTripOpt,
+    RoundTripTimeoutOpt,
     Run,
     ServerOpt,
     StepTimeoutOpt,
+    StrictOpt,
     TimeoutOpt,
     TwoFactorOpt,
     VerboseOpt,
@@ -38,7 +47,10 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
 
 if TYPE_CHECKING:
+    from typer.models import CommandInfo
+
     from provision.commands.prune import PruneOptions
+    from provision.errors import RocketChatCallError
     from provision.inbox import LoadResult
     from provision.models import ProbeOptions
     from provision.render.ci import CiOutputs
@@ -77,7 +89,7 @@ def _root(
 
     Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
     13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
-    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable,
+    16 transient (4xx, throttling, timeouts), 17 discover found nothing usable, 18 drift,
     20 Rocket.Chat API.
     """
 
@@ -93,11 +105,22 @@ def check(
             help="Check every input rule and log into nothing (no network; for pre-commit).",
         ),
     ] = False,
+    envelope: EnvelopeOpt = False,
+    round_trip: RoundTripOpt = False,
+    round_trip_timeout: RoundTripTimeoutOpt = 60.0,
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     if offline and run.sandbox:
         _usage_error("--offline checks inbox files; do not give --sandbox with it", run.json_output)
+    if offline and (envelope or round_trip):
+        _usage_error(
+            "--offline logs into nothing; --envelope and --round-trip need the network",
+            run.json_output,
+        )
     options, ci = _start(run, "check")
+    options = _probe_extras(
+        options, envelope=envelope, round_trip=round_trip, round_trip_timeout=round_trip_timeout
+    )
     work = _check_offline(run, options) if offline else _check(run, options, ci)
     report = _run(work, run.json_output, ci)
     _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
@@ -152,6 +175,7 @@ def set_command(
             show_default=False,
         ),
     ] = None,
+    envelope: EnvelopeOpt = False,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
 
@@ -159,6 +183,7 @@ def set_command(
     (a personal access token), or ROCKETCHAT_USER + ROCKETCHAT_PASSWORD.
     """
     options, ci = _start(run, "set", server=server)
+    options = _probe_extras(options, envelope=envelope)
     switches = {
         "allow_http": allow_http,
         "dry_run": dry_run,
@@ -199,7 +224,7 @@ def _prune_options(
 def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
     """Check what can be checked before any I/O; the probe options and CI outputs."""
     _setup_logging(run.verbose)
-    if not run.files and not run.sandbox:
+    if command != "audit" and not run.files and not run.sandbox:
         _usage_error(
             "give at least one inbox file ('-' for standard input), or --sandbox", run.json_output
         )
@@ -223,11 +248,21 @@ def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeO
             strict=run.strict,
             ehlo_name=run.ehlo_name,
             smtp_verify=not run.smtp_no_verify,
+            cert_days=run.cert_days,
         )
         # A --junit path that cannot be written is exit 2 now, before any probe.
         return options, CiOutputs.from_environ(command, run.junit)
     except ConfigError as exc:
         _config_error(exc.problems, run.json_output)
+
+
+def _probe_extras(options: ProbeOptions, **extras: Any) -> ProbeOptions:
+    """The probe options beyond the login (--envelope, --round-trip), when given."""
+    if not (extras.get("envelope") or extras.get("round_trip")):
+        return options  # dataclasses stays off the common path
+    import dataclasses
+
+    return dataclasses.replace(options, **extras)
 
 
 def _check_ca_file(path: Path | None) -> Path | None:
@@ -319,6 +354,124 @@ async def _set(
             progress=progress,
             on_inbox_done=ci.started(loaded.inboxes),
         )
+
+
+@app.command(name="audit", cls=FastCommand, **command_help("audit"))
+def audit_command(
+    server: ServerOpt = None,
+    emails: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--email",
+            metavar="ADDR",
+            help="Audit only this stored inbox (repeatable; exact, case-sensitive).",
+            show_default=False,
+        ),
+    ] = None,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--against",
+            metavar="FILE",
+            help="Compare the stored inboxes with these inbox files (repeatable); "
+            "drift is exit 18.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    strict: StrictOpt = False,
+    timeout: TimeoutOpt = 120.0,
+    step_timeout: StepTimeoutOpt = 10.0,
+    concurrency: ConcurrencyOpt = 10,
+    ca_file: CaFileOpt = None,
+    ehlo_name: EhloOpt = None,
+    smtp_no_verify: NoVerifyOpt = False,
+    cert_days: CertDaysOpt = 21,
+    allow_http: AllowHttpOpt = False,
+    two_factor_code: TwoFactorOpt = None,
+    junit: JunitOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Probe every inbox stored in Rocket.Chat with its stored settings, exactly as `check`.
+
+    Reports per inbox its probes and Rocket.Chat's state (id, active, updated); an
+    inactive inbox whose probe fails was most likely switched off by Rocket.Chat.
+    Credentials come from the environment, as for `set`. Passwords read from the API
+    are never printed, logged or written.
+    """
+    if not server:
+        _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", json_output)
+    run = Run(
+        files=None,
+        json_output=json_output,
+        quiet=quiet,
+        strict=strict,
+        timeout=timeout,
+        step_timeout=step_timeout,
+        concurrency=concurrency,
+        ca_file=ca_file,
+        ehlo_name=ehlo_name,
+        smtp_no_verify=smtp_no_verify,
+        sandbox=False,
+        verbose=verbose,
+        junit=junit,
+        cert_days=cert_days,
+    )
+    options, ci = _start(run, "audit")
+    from provision.errors import RocketChatCallError
+
+    coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
+    try:
+        report = _run(coro, json_output, ci)
+    except RocketChatCallError as exc:
+        _rocketchat_error(exc, json_output, ci)
+    _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
+
+
+async def _audit(
+    server: str,
+    emails: list[str],
+    against: list[str] | None,
+    allow_http: bool,
+    code: str | None,
+    options: ProbeOptions,
+    ci: CiOutputs,
+) -> Report:
+    from provision.commands.audit import AuditTarget, audit_inboxes
+    from provision.inbox import load_inboxes
+    from provision.rocketchat.credentials import check_url, credentials_from_env
+
+    credentials = credentials_from_env(os.environ, code=code)
+    check_url(server, allow_http=allow_http)
+    loaded = load_inboxes(against) if against else None
+    target = AuditTarget(
+        server=server,
+        credentials=credentials,
+        allow_http=allow_http,
+        emails=tuple(dict.fromkeys(emails)),
+    )
+    return await audit_inboxes(
+        options,
+        target,
+        against=loaded.inboxes if loaded is not None else None,
+        against_files=against or (),
+        started=ci.started,
+    )
+
+
+def _rocketchat_error(exc: RocketChatCallError, json_output: bool, ci: CiOutputs) -> NoReturn:
+    """Rocket.Chat could not be read at all: exit 20, the error on stderr (and as JSON)."""
+    problem = ConfigProblem(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    failed = ci.failed_input([problem], rocketchat=True)
+    if failed:
+        typer.echo(f"error: {failed}", err=True)
+    typer.echo(f"error: {problem}", err=True)
+    if json_output:
+        from provision.render.json import render_problems_json
+
+        typer.echo(render_problems_json([problem], exit_code=ExitCode.ROCKETCHAT))
+    raise typer.Exit(int(ExitCode.ROCKETCHAT))
 
 
 @app.command(name="discover", cls=FastCommand, **command_help("discover"))
@@ -668,10 +821,50 @@ def _setup_logging(verbose: bool) -> None:
         logger.setLevel(logging.NOTSET)
 
 
+def _commands_needed(args: list[str]) -> list[CommandInfo] | None:
+    """The registered commands a run needs, or None for all of them.
+
+    Typer turns every registered command into a Click command (reading its signature
+    and annotations, about 1 ms each) before it parses anything; a run that names a
+    command, or only asks for ``--version``, needs one or none. Root help, no
+    arguments, an unknown name or any other root option keep them all.
+    """
+    names = [a for a in args if not a.startswith("-")]
+    before = args[: args.index(names[0])] if names else args
+    if any(a != "--version" for a in before) or not args:
+        return None
+    if not names:
+        return []
+    wanted = [c for c in app.registered_commands if _command_name(c) == names[0]]
+    return wanted or None
+
+
+def _command_name(info: CommandInfo) -> str | None:
+    if info.name or info.callback is None:
+        return info.name
+    return typer.main.get_command_name(info.callback.__name__)
+
+
+@contextlib.contextmanager
+def _only_needed_commands(args: list[str]) -> Iterator[None]:
+    """Register only the commands this run needs while it runs (see _commands_needed)."""
+    registered = list(app.registered_commands) if isinstance(app, typer.Typer) else None
+    needed = _commands_needed(args) if registered is not None else None
+    if needed is None:
+        yield
+        return
+    app.registered_commands[:] = needed
+    try:
+        yield
+    finally:
+        app.registered_commands[:] = registered or []
+
+
 def main() -> None:
     """Console entry point: the only place an unexpected exception is caught."""
     try:
-        app()
+        with _only_needed_commands(sys.argv[1:]):
+            app()
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None

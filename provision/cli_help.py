@@ -27,6 +27,7 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.MAILBOX: "mailbox or sender",
     ExitCode.TRANSIENT: "transient: 4xx, throttling, timeouts, the deadline",
     ExitCode.NOTHING_FOUND: "discover found no usable SMTP or IMAP server",
+    ExitCode.DRIFT: "audit: stored inboxes differ from the files (nothing worse failed)",
     ExitCode.ROCKETCHAT: "Rocket.Chat's API refused or failed",
 }
 
@@ -64,6 +65,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision check inboxes.yaml",
             "provision check inboxes.yaml --ca-file corp-ca.pem --junit report.xml",
             "provision check --offline inboxes/*.yaml      # input rules only",
+            "provision check inbox.yaml --envelope --round-trip  # send as it, mail to itself",
         ),
         _PROBE_CODES,
     ),
@@ -99,6 +101,15 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision export --server https://chat.example.com --json",
         ),
         (ExitCode.OK, ExitCode.USAGE, ExitCode.ROCKETCHAT),
+    ),
+    "audit": (
+        "Probe the inboxes stored in Rocket.Chat as check does; find drift.",
+        (
+            "provision audit --server https://chat.example.com",
+            "provision audit --email support@example.com --json",
+            "provision audit --against inboxes.yaml --junit audit.xml   # drift is exit 18",
+        ),
+        (*_PROBE_CODES, ExitCode.DRIFT, ExitCode.ROCKETCHAT),
     ),
     "schema": (
         "Print the JSON Schema of the inbox file.",

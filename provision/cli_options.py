@@ -98,6 +98,15 @@ JunitOpt = Annotated[
         show_default=False,
     ),
 ]
+CertDaysOpt = Annotated[
+    int,
+    typer.Option(
+        "--cert-days",
+        min=0,
+        metavar="N",
+        help="Warn when a certificate (SMTP or IMAP) expires within N days.",
+    ),
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +126,7 @@ class Run:
     sandbox: bool
     verbose: bool
     junit: Path | None
+    cert_days: int = 21
 
 
 def shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -138,6 +148,7 @@ def shared_options(*, timeout: float) -> Callable[[Callable[..., None]], Callabl
         ("sandbox", SandboxOpt, False),
         ("verbose", VerboseOpt, False),
         ("junit", JunitOpt, None),
+        ("cert_days", CertDaysOpt, 21),
     ]
     keyword = inspect.Parameter.KEYWORD_ONLY
     names = [f.name for f in fields(Run)]
@@ -182,5 +193,34 @@ ServerOpt = Annotated[
         metavar="URL",
         help="Rocket.Chat base URL (or ROCKETCHAT_URL).",
         show_default=False,
+    ),
+]
+
+
+# Beyond the login (issue 11): check and set take --envelope, check the round trip;
+# ``provision audit`` can reuse them. They land in ProbeOptions (see _probe_extras in cli).
+EnvelopeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--envelope",
+        help="After SMTP AUTH, MAIL FROM and RCPT TO the inbox address, then RSET: may this "
+        "login send as the inbox? Nothing is sent.",
+    ),
+]
+RoundTripOpt = Annotated[
+    bool,
+    typer.Option(
+        "--round-trip",
+        help="Send one tagged message from the inbox address to itself, wait until IMAP "
+        "finds it, report the delivery time, then delete it.",
+    ),
+]
+RoundTripTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--round-trip-timeout",
+        min=0.1,
+        metavar="SECONDS",
+        help="Longest wait for the --round-trip message (the --timeout deadline still applies).",
     ),
 ]

@@ -134,6 +134,14 @@ class ProbeOptions:
         strict: warnings fail.
         ehlo_name: name sent in EHLO (nodemailer sends the machine's host name).
         smtp_verify: verify the SMTP certificate (Rocket.Chat does; turning it off is reported).
+        envelope: after SMTP AUTH, ``MAIL FROM`` and ``RCPT TO`` the inbox address, then
+            ``RSET``: is this login allowed to send as it (nothing is sent)?
+        round_trip: send one tagged message from the inbox address to itself, wait until
+            IMAP finds it, then delete it (``check`` only).
+        round_trip_timeout: how long to wait for that message, in seconds (the run's
+            deadline still bounds it).
+        cert_days: warn (``cert-expiring``) when a certificate of either protocol expires
+            within this many days.
     """
 
     step_timeout: float = 10.0
@@ -143,3 +151,7 @@ class ProbeOptions:
     strict: bool = False
     ehlo_name: str | None = None
     smtp_verify: bool = True
+    envelope: bool = False
+    round_trip: bool = False
+    round_trip_timeout: float = 60.0
+    cert_days: int = 21

@@ -35,6 +35,7 @@ __all__ = [
     "Finding",
     "InboxResult",
     "Report",
+    "RocketChatState",
     "Stage",
     "StageResult",
     "Status",
@@ -53,6 +54,11 @@ class Stage(StrEnum):
     IMAP = "imap"
     SUBMIT = "submit"
     VERIFY = "verify"
+    #: ``check --round-trip``: a message from the inbox to itself, then removed
+    ROUND_TRIP = "round-trip"
+    # audit: what Rocket.Chat says of the stored inbox, then (with --against) the drift
+    ROCKETCHAT = "rocketchat"
+    DRIFT = "drift"
     #: ``set --prune``: the deletion of an inbox that is in none of the files
     PRUNE = "prune"
 
@@ -68,6 +74,15 @@ class Step(StrEnum):
     STARTTLS = "starttls"
     AUTH = "auth"
     MAILBOX = "mailbox"
+    # --envelope (and --round-trip's send): the inbox address as sender and recipient
+    MAIL_FROM = "mail-from"
+    RCPT_TO = "rcpt-to"
+    RSET = "rset"
+    # --round-trip: the message, its arrival over IMAP, and its removal
+    DATA = "data"
+    SEND = "send"
+    DELIVERY = "delivery"
+    CLEANUP = "cleanup"
     QUIT = "quit"
 
 
@@ -113,6 +128,7 @@ class ExitCode(IntEnum):
     MAILBOX = 15
     TRANSIENT = 16
     NOTHING_FOUND = 17  #: ``discover``: no usable SMTP or no usable IMAP server
+    DRIFT = 18  #: ``audit``: stored inboxes differ from the files, or an address is not stored
     ROCKETCHAT = 20
 
 
@@ -160,6 +176,8 @@ class FailureClass(StrEnum):
     MAILBOX_READ_ONLY = "mailbox-read-only"
     SENDER_REFUSED = "sender-refused"
     RELAY_REFUSED = "relay-refused"
+    RECIPIENT_UNKNOWN = "recipient-unknown"
+    NOT_DELIVERED = "not-delivered"
     # transient
     THROTTLED = "throttled"
     TRANSIENT = "transient"
@@ -167,6 +185,9 @@ class FailureClass(StrEnum):
     DEADLINE = "deadline"
     # Rocket.Chat (set)
     ROCKETCHAT = "rocketchat"
+    # audit: stored inboxes differ from the files; an --email address is not stored
+    DRIFT = "drift"
+    NOT_STORED = "not-stored"
     # a bug in provision itself (reported, never a traceback)
     INTERNAL = "internal-error"
 
@@ -221,11 +242,19 @@ _EXIT_CODES: dict[FailureClass, ExitCode] = {
         ExitCode.AUTH,
     ),
     **dict.fromkeys(
-        (_FC.MAILBOX, _FC.MAILBOX_READ_ONLY, _FC.SENDER_REFUSED, _FC.RELAY_REFUSED),
+        (
+            _FC.MAILBOX,
+            _FC.MAILBOX_READ_ONLY,
+            _FC.SENDER_REFUSED,
+            _FC.RELAY_REFUSED,
+            _FC.RECIPIENT_UNKNOWN,
+            _FC.NOT_DELIVERED,
+        ),
         ExitCode.MAILBOX,
     ),
     **dict.fromkeys((_FC.THROTTLED, _FC.TRANSIENT, _FC.TIMEOUT, _FC.DEADLINE), ExitCode.TRANSIENT),
     _FC.ROCKETCHAT: ExitCode.ROCKETCHAT,
+    **dict.fromkeys((_FC.DRIFT, _FC.NOT_STORED), ExitCode.DRIFT),
     _FC.INTERNAL: ExitCode.INTERNAL,
 }
 
@@ -344,12 +373,31 @@ class StageResult:
         }
 
 
+@dataclass(frozen=True)
+class RocketChatState:
+    """What Rocket.Chat says of a stored inbox (``audit``)."""
+
+    inbox_id: str
+    active: bool
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.inbox_id,
+            "active": self.active,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
 @dataclass(slots=True, kw_only=True)
 class InboxResult:
     """Everything found for one inbox, stages in run order (smtp before imap).
 
     ``action`` and ``inbox_id`` are ``set``'s: what it did and the Rocket.Chat id
     (``None`` when nothing is stored or it is not known); ``check`` leaves them unset.
+    ``rocketchat`` is ``audit``'s: the stored inbox's state, shown only when set.
     """
 
     name: str
@@ -360,6 +408,7 @@ class InboxResult:
     warnings: list[Finding] = dataclasses.field(default_factory=list)
     action: Action | None = None
     inbox_id: str | None = None
+    rocketchat: RocketChatState | None = None
 
     @classmethod
     def for_inbox(cls, inbox: Inbox) -> InboxResult:
@@ -374,11 +423,14 @@ class InboxResult:
 
         An inbox interrupted before its write has an action but no id.
         """
+        out: dict[str, Any] = {}
+        if self.rocketchat is not None:
+            out["rocketchat"] = self.rocketchat.to_json()
         if self.action is None:
-            return {}
+            return out
         if self.action is Action.INTERRUPTED:
-            return {"action": self.action}
-        return {"action": self.action, "id": self.inbox_id}
+            return {**out, "action": self.action}
+        return {**out, "action": self.action, "id": self.inbox_id}
 
     def status(self, *, strict: bool = False) -> Status:
         """Worst status over stages and input warnings."""
@@ -392,17 +444,24 @@ class InboxResult:
         return Status.PASSED
 
     def exit_code(self, *, strict: bool = False) -> ExitCode:
-        """Exit code decided by the first failing stage (smtp before imap)."""
+        """Exit code decided by the first failing stage (smtp before imap).
+
+        Drift (exit 18) yields to every other failure and to ``--strict`` warnings.
+        """
+        drift = False
         for stage in self.stages:
             if stage.status is Status.FAILED and stage.failure is not None:
-                return stage.failure.exit_code
+                code = stage.failure.exit_code
+                if code is not ExitCode.DRIFT:
+                    return code
+                drift = True
         if strict:
             for finding in self.warnings:
                 return finding.strict_exit
             for stage in self.stages:
                 for finding in stage.warnings:
                     return finding.strict_exit
-        return ExitCode.OK
+        return ExitCode.DRIFT if drift else ExitCode.OK
 
     def to_json(self, *, strict: bool = False) -> dict[str, Any]:
         return {
@@ -429,12 +488,16 @@ class Report:
 
     @property
     def exit_code(self) -> ExitCode:
-        """The first failing inbox in input order decides."""
+        """The first failing inbox in input order decides; drift (18) only when nothing else
+        failed."""
+        drift = False
         for inbox in self.inboxes:
             code = inbox.exit_code(strict=self.strict)
-            if code is not ExitCode.OK:
+            if code is ExitCode.DRIFT:
+                drift = True
+            elif code is not ExitCode.OK:
                 return code
-        return ExitCode.OK
+        return ExitCode.DRIFT if drift else ExitCode.OK
 
     @property
     def ok(self) -> bool:

@@ -264,3 +264,22 @@ def test_shell_completion_completes_commands_and_options() -> None:
     assert complete("provision ch") == ["check"]
     assert complete("provision check --ca") == ["--ca-file"]
     assert "--dry-run" in complete("provision set --d")
+
+
+async def test_cert_days_reaches_the_probes_of_check() -> None:
+    """The sandbox's certificates end in centuries: a huge --cert-days warns on both."""
+    args = ["check", "--sandbox", "--json", "--cert-days", "500000"]
+    warned = await asyncio.to_thread(runner.invoke, app, args)
+    strict = await asyncio.to_thread(runner.invoke, app, [*args, "--strict"])
+    default = await asyncio.to_thread(runner.invoke, app, ["check", "--sandbox", "--json"])
+
+    doc = json.loads(warned.stdout)
+    assert warned.exit_code == 0, warned.stdout
+    assert doc["settings"]["cert_days"] == 500000
+    codes = {
+        (s["stage"], w["code"]) for i in doc["inboxes"] for s in i["stages"] for w in s["warnings"]
+    }
+    assert codes == {("smtp", "cert-expiring"), ("imap", "cert-expiring")}
+    assert strict.exit_code == 12
+    assert default.exit_code == 0
+    assert "cert-expiring" not in default.stdout

@@ -111,7 +111,9 @@ def test_the_action_installs_its_own_checkout() -> None:
     assert '"$ACTION_PATH"' in install["run"]
 
 
-def _run_action(tmp_path: Path, **inputs: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+def _run_action(
+    tmp_path: Path, env_extra: dict[str, str] | None = None, **inputs: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Run the action's script as the runner does: bash, the inputs as env, GITHUB_OUTPUT."""
     step = _run_step()
     defaults = {
@@ -127,6 +129,7 @@ def _run_action(tmp_path: Path, **inputs: str) -> tuple[subprocess.CompletedProc
         "GITHUB_OUTPUT": str(output),
         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
     }
+    env.update(env_extra or {})
     for name, value in {**defaults, **inputs}.items():
         env[f"INPUT_{name.upper()}"] = value
     done = subprocess.run(
@@ -176,12 +179,47 @@ def test_a_hostile_file_name_is_an_argument_not_a_command(tmp_path: Path) -> Non
     assert _outputs(output)["exit-code"] == "2"
 
 
-@pytest.mark.parametrize("command", ["check", "set"])
+@pytest.mark.parametrize("command", ["check", "set", "audit"])
 def test_server_is_only_for_set(tmp_path: Path, command: str) -> None:
     done, _ = _run_action(tmp_path, command=command, server="https://chat.invalid", files="x.yaml")
     if command == "check":
         assert done.returncode == 2
-        assert "input 'server' is only for set" in done.stdout
-    else:  # reaches provision, which refuses the missing file before any network I/O
+        assert "input 'server' is only for set and audit" in done.stdout
+    elif command == "set":  # reaches provision, which refuses the missing file before any I/O
         assert done.returncode == 2
         assert "x.yaml" in done.stdout + done.stderr
+    else:  # reaches provision audit, which wants Rocket.Chat credentials before any I/O
+        assert done.returncode == 2
+        assert "no Rocket.Chat credentials" in done.stdout + done.stderr
+
+
+async def test_the_action_audits_the_live_inboxes_against_the_files(tmp_path: Path) -> None:
+    """command: audit probes what Rocket.Chat stores; the files become --against, so a
+    stored inbox that drifted from its file fails the step with exit 18."""
+    import asyncio
+
+    from provision.sandbox.runner import running_sandbox
+
+    async with running_sandbox(tmp_path / "box") as box:
+        env = dict(
+            line.split("=", 1) for line in box.rocketchat_env.read_text().splitlines() if line
+        )
+        args = f"--ca-file {box.ca_file}"
+        wrote, _ = await asyncio.to_thread(
+            _run_action, tmp_path, env, command="set", files=str(box.inbox_file), args=args
+        )
+        assert wrote.returncode == 0, wrote.stdout + wrote.stderr
+        same, output = await asyncio.to_thread(
+            _run_action, tmp_path, env, command="audit", files=str(box.inbox_file), args=args
+        )
+        assert same.returncode == 0, same.stdout + same.stderr
+        assert _outputs(output)["exit-code"] == "0"
+        assert "audit: 2 inboxes" in same.stdout
+        drifted = box.inbox_file.parent / "drifted.yaml"  # beside its ${file:password}
+        drifted.write_text(box.inbox_file.read_text().replace("maxRetries: 10", "maxRetries: 7"))
+        differs, output = await asyncio.to_thread(
+            _run_action, tmp_path, env, command="audit", files=str(drifted), args=args
+        )
+    assert differs.returncode == 18, differs.stdout + differs.stderr
+    assert "maxRetries" in differs.stdout
+    assert "testcase" in (tmp_path / "provision-junit.xml").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import re
@@ -258,6 +259,31 @@ async def test_probe_imap_bad_certificate_passes_with_warning(
     assert len(result.facts["tls"]["certificate"]["sha256"]) == 64
     assert None in sni
     assert server.commands == ["LOGIN", "SELECT", "SEARCH", "LOGOUT"]
+
+
+@pytest.mark.parametrize(("cert_days", "warned"), [(21, True), (5, False)])
+async def test_probe_imap_warns_of_a_certificate_expiring_within_cert_days(
+    pymap: StartPymap, sandbox_ca: SandboxCA, ca_file: Path, cert_days: int, warned: bool
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    ends = now + dt.timedelta(days=5, hours=1)
+    leaf = sandbox_ca.ca.issue_cert(
+        "localhost", not_before=now - dt.timedelta(days=80), not_after=ends
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(ctx)
+    server = await pymap(implicit_tls=True, tls_context=ctx)
+    options = ProbeOptions(step_timeout=5.0, ca_file=ca_file, cert_days=cert_days)
+    inbox = make_inbox(server.port, secure=True, server="localhost")
+
+    result = await probe_imap(inbox, options, deadline=asyncio.get_running_loop().time() + 10)
+
+    assert warning_codes(result) == (["cert-expiring"] if warned else []), result.to_json()
+    if warned:
+        finding = result.warnings[0]
+        assert finding.field == "imap.server"
+        assert f"expires on {ends.date().isoformat()} (in 5 days" in finding.message
+        assert "--cert-days" in finding.message
 
 
 async def test_probe_imap_private_ca_without_ca_file_warns(

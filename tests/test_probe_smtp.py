@@ -248,7 +248,9 @@ async def test_probe_smtp_warns_about_certificate_expiring_soon(
 
     assert result.status is Status.WARNING, result.to_json()
     assert [w.code for w in result.warnings] == ["cert-expiring"]
-    assert "expires in" in result.warnings[0].message
+    day = (now + dt.timedelta(days=5)).date().isoformat()
+    assert f"expires on {day}" in result.warnings[0].message
+    assert day in (result.warnings[0].hint or "")
 
 
 # -- authentication failures --------------------------------------------------------

@@ -13,6 +13,7 @@ from provision.results import (
     Finding,
     InboxResult,
     Report,
+    RocketChatState,
     Stage,
     StageResult,
     Status,
@@ -120,3 +121,35 @@ def test_json_has_the_documented_keys() -> None:
     )
     assert out["class"] == "auth-failed"
     assert out["steps"] == [{"step": "auth", "status": "failed", "elapsed_ms": 1.2}]
+
+
+def test_rocketchat_state_shows_only_when_set() -> None:
+    plain = _inbox("a", _passed(Stage.SMTP))
+    assert "rocketchat" not in plain.to_json()
+    state = RocketChatState(inbox_id="x1", active=False, updated_at="2026-12-01T00:00:00.000Z")
+    stored = _inbox("b", _passed(Stage.SMTP))
+    stored.rocketchat = state
+    assert stored.to_json()["rocketchat"] == {
+        "id": "x1",
+        "active": False,
+        "created_at": None,
+        "updated_at": "2026-12-01T00:00:00.000Z",
+    }
+
+
+def test_drift_yields_to_probe_failures_and_strict_warnings() -> None:
+    drifted = StageResult(stage=Stage.DRIFT).fail(FailureClass.DRIFT, "smtp.port differs")
+    only_drift = _inbox("a", _passed(Stage.SMTP), _passed(Stage.IMAP), drifted)
+    assert only_drift.exit_code() is ExitCode.DRIFT
+    failing = _inbox("b", _failed(Stage.SMTP, FailureClass.AUTH_FAILED), drifted)
+    assert failing.exit_code() is ExitCode.AUTH
+    warned = _passed(Stage.IMAP)
+    warned.warn(Finding(code="cert-expiring", message="soon"))
+    strict = _inbox("c", _passed(Stage.SMTP), warned, drifted)
+    assert strict.exit_code() is ExitCode.DRIFT
+    assert strict.exit_code(strict=True) is ExitCode.TLS
+    # Across inboxes: a later probe failure beats an earlier drift.
+    assert Report(command="audit", inboxes=[only_drift, failing]).exit_code is ExitCode.AUTH
+    assert Report(command="audit", inboxes=[only_drift, _inbox("d")]).exit_code is ExitCode.DRIFT
+    missing = StageResult(stage=Stage.ROCKETCHAT).fail(FailureClass.NOT_STORED, "not stored")
+    assert _inbox("e", missing).exit_code() is ExitCode.DRIFT

@@ -418,3 +418,128 @@ async def test_set_error_paths(world: World, logs: pytest.LogCaptureFixture) -> 
     assert "***" in json_500.stdout + html_502.stdout  # the echo arrived, masked
     assert rc.inboxes == {}
     assert_no_canary(world, logs)
+
+
+# --------------------------------------------------------------------------- beyond the login
+
+
+async def test_envelope_and_round_trip_in_every_output_mode(
+    world: World, logs: pytest.LogCaptureFixture
+) -> None:
+    """--envelope (MAIL/RCPT/RSET) and --round-trip (DATA, IMAP search and delete): the
+    sandbox's aiosmtpd swallows the message, so the round trip ends as never seen."""
+    file, probe = str(world.inbox_file), probe_args(world)
+    junit = world.directory / "round-trip.xml"
+    trip = ["--round-trip", "--round-trip-timeout", "0.3"]
+
+    envelope = await world.run("check --envelope", ["check", file, "--envelope", *probe])
+    envelope_json = await world.run(
+        "check --envelope --json -v", ["check", file, "--envelope", "--json", "-v", *probe]
+    )
+    set_envelope = await world.run(
+        "set --envelope --dry-run", ["set", file, "--envelope", "--dry-run", *probe]
+    )
+    round_trip = await world.run("check --round-trip", ["check", file, *trip, *probe])
+    round_trip_json = await world.run(
+        "check --round-trip --json -v --junit",
+        ["check", file, *trip, "--json", "-v", "--junit", str(junit), *probe],
+    )
+
+    for result in (envelope, envelope_json, set_envelope):
+        assert result.exit_code == 0, result.stdout + result.stderr
+    steps = [
+        s["step"] for s in json.loads(envelope_json.stdout)["inboxes"][0]["stages"][0]["steps"]
+    ]
+    assert steps[-4:] == ["mail-from", "rcpt-to", "rset", "quit"]
+    assert round_trip.exit_code == round_trip_json.exit_code == 15, round_trip.stdout
+    stages = json.loads(round_trip_json.stdout)["inboxes"][0]["stages"]
+    assert stages[-1]["stage"] == "round-trip"
+    assert stages[-1]["class"] == "not-delivered"
+    world.keep_file("junit of the round trip", junit)
+    assert_no_canary(world, logs)
+
+
+async def test_envelope_refusal_that_echoes_the_password_is_masked(
+    world: World, logs: pytest.LogCaptureFixture
+) -> None:
+    from tests.servers.smtp_misbehaving import Script, start_scripted_server
+
+    echo = f"553 5.7.1 Sender address rejected: not owned by user {USER} ({SMTP_CANARY})\r\n"
+    server = await start_scripted_server(
+        Script(replies={"MAIL": b"250 2.1.0 Ok\r\n", "RCPT": echo.encode()})
+    )
+    try:
+        text = world.inbox_yaml().replace(f"port: {world.smtp_port}", f"port: {server.port}")
+        path = world.write("echo.yaml", text)
+        args = ["check", str(path), "--envelope", *probe_args(world)]
+        shown = await world.run("envelope refusal", args)
+        as_json = await world.run("envelope refusal --json -v", [*args, "--json", "-v"])
+    finally:
+        await server.close()
+
+    assert shown.exit_code == as_json.exit_code == 15, shown.stdout
+    assert "Sender address rejected" in shown.stdout
+    assert "***" in shown.stdout
+
+
+# --------------------------------------------------------------------------- audit
+
+
+async def test_audit_in_every_output_mode_and_error_path(
+    world: World, logs: pytest.LogCaptureFixture
+) -> None:
+    """The passwords come back from Rocket.Chat's API in clear: they must stay in memory."""
+    file, probe = str(world.inbox_file), probe_args(world)
+    rc = world.rocketchat
+    created = await world.run("set", ["set", file, *probe])
+    assert created.exit_code == 0, created.stdout
+    junit = world.directory / "audit.xml"
+    summary = world.directory / "audit-summary.md"
+    summary.write_text("")
+
+    healthy = await world.run("audit", ["audit", *probe])
+    healthy_json = await world.run(
+        "audit --json -v --junit --against",
+        ["audit", "--json", "-v", "--junit", str(junit), "--against", file, *probe],
+    )
+    assert healthy.exit_code == healthy_json.exit_code == 0, healthy.stdout + healthy.stderr
+
+    # The stored IMAP password of Sales is now a wrong one (a canary), and Rocket.Chat
+    # switched the inbox off; its senderInfo quotes the stored SMTP password.
+    (sales,) = [d for d in rc.inboxes.values() if d["email"] == "sales@example.com"]
+    sales["imap"]["password"] = WRONG_CANARY
+    sales["senderInfo"] = f"Sales {SMTP_CANARY}"
+    rc.imap_keeps_failing("sales@example.com")
+    broken = await world.run("audit, broken", ["audit", "-v", "--against", file, *probe])
+    broken_json = await world.run(
+        "audit, broken, --json on GitHub Actions",
+        ["audit", "--json", "--against", file, "--junit", str(junit), *probe],
+        env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert broken.exit_code == broken_json.exit_code == 14, broken.stdout + broken.stderr
+    doc = json.loads(broken_json.stdout)
+    (result,) = [i for i in doc["inboxes"] if i["email"] == "sales@example.com"]
+    stages = {s["stage"]: s for s in result["stages"]}
+    assert stages["imap"]["class"] == "auth-failed"
+    assert stages["rocketchat"]["warnings"][0]["code"] == "switched-off"
+    assert "imap.password: differs" in stages["drift"]["message"]
+    assert "***" in stages["drift"]["message"]  # the senderInfo drift, its password masked
+    world.keep_file("audit junit", junit)
+    world.keep_file("audit step summary", summary)
+
+    echo = f"token {TOKEN_CANARY} smtp {SMTP_CANARY} imap {IMAP_CANARY}"
+    page = f"<html><body><h1>502 Bad Gateway</h1><pre>{echo}</pre></body></html>".encode()
+    rc.inject(
+        "*",
+        "/api/v1/email-inbox.list",
+        Fault(status=502, body=page, content_type="text/html"),
+        times=20,
+    )
+    unreadable = await world.run("audit, HTML 502", ["audit", "--json", *probe, "--timeout", "1.5"])
+    bad_token = await world.run(
+        "audit with a bad token",
+        ["audit", "-v", *probe],
+        env={"ROCKETCHAT_AUTH_TOKEN": WRONG_TOKEN_CANARY},
+    )
+    assert unreadable.exit_code == bad_token.exit_code == 20, unreadable.stdout + unreadable.stderr
+    assert_no_canary(world, logs)

@@ -80,6 +80,22 @@ def test_check_of_a_json_file_imports_only_what_it_needs(one_inbox: Path) -> Non
     assert not {m for m in modules if m.startswith(tuple(f"provision.{u}" for u in unused))}
 
 
+def test_audit_imports_only_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rocket.Chat refuses at once (a closed loopback port): the client, nothing of the rest."""
+    monkeypatch.setenv("ROCKETCHAT_USER_ID", "u1")
+    monkeypatch.setenv("ROCKETCHAT_AUTH_TOKEN", "t1")
+    modules = _imported("audit", "--server", "http://127.0.0.1:9", "--json", cwd=tmp_path)
+    assert {"provision", "httpx"} <= _top(modules)  # it did call Rocket.Chat
+    # (rich comes with httpx, which imports its command line when click and rich are there.)
+    heavy = {"pydantic", "pydantic_core", "uvicorn", "aiosmtpd", "pymap", "yaml"}
+    heavy |= {"cryptography", "trustme", "prometheus_client"}
+    assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
+    unused = ("sandbox", "inbox.yaml_lines", "inbox.schema", "commands.set", "commands.export")
+    unused += ("render.junit", "render.github", "render.progress", "discover")
+    assert "provision.commands.audit" in modules
+    assert not {m for m in modules if m.startswith(tuple(f"provision.{u}" for u in unused))}
+
+
 def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
     modules = _imported("--version", cwd=tmp_path)
     heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}

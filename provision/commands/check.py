@@ -46,6 +46,10 @@ def report_settings(options: ProbeOptions) -> dict[str, object]:
         "smtp_verify": options.smtp_verify,
         "imap_verify": False,  # Rocket.Chat's node-imap never verifies (spec §3.2)
         "ehlo_name": options.ehlo_name,
+        "envelope": options.envelope,
+        "round_trip": options.round_trip,
+        "round_trip_timeout": options.round_trip_timeout if options.round_trip else None,
+        "cert_days": options.cert_days,
     }
 
 
@@ -63,7 +67,23 @@ async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -
     for stage in stages:
         log_steps(inbox, stage)
     result.stages.extend(stages)
+    if options.round_trip:
+        result.stages.append(await _round_trip(inbox, options, stages, deadline=deadline))
     return result
+
+
+async def _round_trip(
+    inbox: Inbox, options: ProbeOptions, probes: Sequence[StageResult], *, deadline: float
+) -> StageResult:
+    """``--round-trip``, once both logins work (nothing is sent otherwise)."""
+    failed = [s.stage.value for s in probes if s.status is Status.FAILED]
+    if failed:
+        skipped = StageResult(stage=Stage.ROUND_TRIP, status=Status.SKIPPED)
+        skipped.message = f"not sent: the {' and '.join(failed)} probe failed"
+        return skipped
+    from provision.probes.roundtrip import probe_round_trip
+
+    return await _guarded(Stage.ROUND_TRIP, probe_round_trip(inbox, options, deadline=deadline))
 
 
 async def _guarded(stage: Stage, probe: Awaitable[StageResult]) -> StageResult:
@@ -114,10 +134,16 @@ async def probe_all(
     *,
     input_warnings: Mapping[int, Sequence[Finding]] | None = None,
     on_inbox_done: Callable[[InboxResult], None] | None = None,
+    time_left: float | None = None,
 ) -> list[InboxResult]:
-    """The probes of :func:`check` without the report: one result per inbox, input order."""
+    """The probes of :func:`check` without the report: one result per inbox, input order.
+
+    ``time_left``: what remains of the run's deadline (``options.timeout`` when
+    ``None``), for a caller that spent some of it before probing (``audit``).
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + options.timeout
+    limit = options.timeout if time_left is None else time_left
+    deadline = loop.time() + limit
     gate = asyncio.Semaphore(max(1, options.concurrency))
 
     async def one(inbox: Inbox) -> InboxResult:
@@ -129,7 +155,7 @@ async def probe_all(
 
     tasks = [asyncio.ensure_future(one(inbox)) for inbox in inboxes]
     if tasks:
-        await asyncio.wait(tasks, timeout=options.timeout + _GRACE)
+        await asyncio.wait(tasks, timeout=limit + _GRACE)
     results = []
     for index, (inbox, task) in enumerate(zip(inboxes, tasks, strict=True)):
         if task.done():

@@ -29,14 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 from provision._version import __version__
 from provision.errors import ConfigError, ConfigProblem
+from provision.inbox.fields import FIELDS, field
+from provision.inbox.stored import file_mapping
 
 if TYPE_CHECKING:
     from provision.rocketchat.credentials import Credentials
 
 __all__ = ["ExportResult", "PasswordReference", "export_inboxes", "render_inbox_file"]
 
-_SECTIONS = ("smtp", "imap")
-_SERVER_KEYS = ("server", "port", "username", "password", "secure")
+_SECTIONS = tuple(spec for spec in FIELDS if spec.fields)
+_MAX_RETRIES = field("imap.maxRetries")
 _NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
 
 
@@ -207,19 +209,24 @@ def render_inbox_file(
         email = doc.get("email")
         label = _printable(str(email if email is not None else doc.get("name", f"#{index}")))
         base = _unique(_variable_base(doc, index), used)
-        inbox = _inbox(doc)
+        # The password's place is kept (None); the ${VAR} goes there.
+        inbox = file_mapping(doc, passwords=False)
         for section in _SECTIONS:
-            settings = inbox.get(section)
+            settings = inbox.get(section.key)
             if not isinstance(settings, dict):
                 continue
-            variable = f"{base}_{section.upper()}_PASSWORD"
-            settings["password"] = f"${{{variable}}}"
-            passwords.append(PasswordReference(variable, str(email), f"{section}.password"))
-        imap = doc.get("imap")
-        if isinstance(imap, Mapping) and "maxRetries" not in imap:
+            for spec in section.fields:
+                if spec.secret:
+                    # smtp.password -> SUPPORT_EXAMPLE_COM_SMTP_PASSWORD
+                    variable = f"{base}_{spec.path.replace('.', '_').upper()}"
+                    settings[spec.key] = f"${{{variable}}}"
+                    passwords.append(PasswordReference(variable, str(email), spec.path))
+        section_key, _, retries_key = _MAX_RETRIES.path.partition(".")
+        imap = doc.get(section_key)
+        if isinstance(imap, Mapping) and retries_key not in imap:
             warnings.append(
-                f"{label}: stored without imap.maxRetries; the file gets the default "
-                f"(10), so `provision set` will update the inbox"
+                f"{label}: stored without {_MAX_RETRIES.path}; the file gets the default "
+                f"({_MAX_RETRIES.default}), so `provision set` will update the inbox"
             )
         department = doc.get("department")
         if department_ids is not None and department and str(department) not in department_ids:
@@ -245,38 +252,10 @@ def _without_passwords(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a stored inbox without its passwords (which are never needed here)."""
     out = dict(doc)
     for section in _SECTIONS:
-        settings = out.get(section)
+        settings = out.get(section.key)
         if isinstance(settings, Mapping):
-            out[section] = {k: v for k, v in settings.items() if k != "password"}
-    return out
-
-
-def _escape(value: Any) -> Any:
-    """Keep a stored text literal: the loader reads ``${`` as a reference, ``$${`` as ``${``."""
-    return value.replace("${", "$${") if isinstance(value, str) else value
-
-
-def _inbox(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The inbox in the file's words: declarative, so empty optional texts are left out."""
-    out: dict[str, Any] = {}
-    for key in ("name", "email", "active"):
-        if key in doc:
-            out[key] = _escape(doc[key])
-    for key in ("description", "senderInfo", "department"):
-        value = doc.get(key)
-        if value not in (None, ""):
-            out[key] = _escape(value)
-    for section in _SECTIONS:
-        settings = doc.get(section)
-        if not isinstance(settings, Mapping):
-            continue
-        keys = (*_SERVER_KEYS, "maxRetries") if section == "imap" else _SERVER_KEYS
-        # The password's place is kept; render_inbox_file puts the ${VAR} there.
-        out[section] = {
-            key: None if key == "password" else _escape(settings[key])
-            for key in keys
-            if key in settings or key == "password"
-        }
+            secret = {spec.key for spec in section.fields if spec.secret}
+            out[section.key] = {k: v for k, v in settings.items() if k not in secret}
     return out
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from provision.rocketchat.client import RocketChat
     from provision.rocketchat.credentials import Credentials
 
-__all__ = ["SetOptions", "mark_interrupted", "set_inboxes"]
+__all__ = ["SetOptions", "mark_interrupted", "resolve_departments", "set_inboxes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,16 +117,12 @@ async def set_inboxes(
         async with open_rocketchat(
             target.server,
             target.credentials,
-            RocketChatOptions(
-                step_timeout=options.step_timeout,
-                ca_file=options.ca_file,
-                allow_http=target.allow_http,
-            ),
+            RocketChatOptions.like_probes(options, allow_http=target.allow_http),
             deadline=deadline,
         ) as rc:
             info = rc.info
             report.settings["rocketchat_version"] = info.version
-            departments = await _resolve_departments(rc, inboxes)
+            departments = await resolve_departments(rc, inboxes)
             pruning = await Pruning.prepare(rc, inboxes, target.prune, dry_run=target.dry_run)
             report.inboxes[:] = await probe_all(
                 inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done
@@ -162,7 +158,7 @@ def mark_interrupted(report: Report) -> None:
             inbox.action = Action.INTERRUPTED
 
 
-async def _resolve_departments(rc: RocketChat, inboxes: Sequence[Inbox]) -> dict[str, str]:
+async def resolve_departments(rc: RocketChat, inboxes: Sequence[Inbox]) -> dict[str, str]:
     """Department ids by inbox address; names resolved through the Omnichannel API."""
     from provision.errors import RocketChatDepartmentError
 

@@ -28,8 +28,10 @@ __all__ = [
     "SMTP_FIELDS",
     "Field",
     "Kind",
+    "e5_required",
     "field",
     "secret_paths",
+    "server_order",
     "walk",
 ]
 
@@ -41,6 +43,19 @@ class Kind(Enum):
     INTEGER = "an integer"
     BOOLEAN = "true or false"
     MAPPING = "a mapping"
+
+    @property
+    def js_type(self) -> str:
+        """JavaScript's ``typeof`` name: what Rocket.Chat's ``check()`` and AJV compare."""
+        return _JS_TYPES[self]
+
+
+_JS_TYPES: dict[Kind, str] = {
+    Kind.STRING: "string",
+    Kind.INTEGER: "number",
+    Kind.BOOLEAN: "boolean",
+    Kind.MAPPING: "object",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +70,11 @@ class Field:
             (``"max_retries"``); defaults to the key.
         required: the key must be present.
         nullable: ``null`` is accepted; for these optional texts absent, null and
-            empty all mean none.
+            empty all mean none. Rocket.Chat takes them as ``Match.Maybe`` (E4)
+            and does not require them (E5); it requires every other key.
         default: what an absent optional key means (None: none).
+        e5_default: what Rocket.Chat's E5 handler stores for an absent key that AJV
+            no longer requires (``imap.maxRetries``: 5, spec §1.2); None: required.
         secret: never shown, logged or diffed by value.
         doc: what the field means (the JSON Schema's description).
         expected: what a valid value looks like, for messages (derived when empty).
@@ -72,6 +90,7 @@ class Field:
     required: bool = True
     nullable: bool = False
     default: bool | int | None = None
+    e5_default: int | None = None
     secret: bool = False
     doc: str = ""
     expected: str = ""
@@ -116,6 +135,30 @@ def field(path: str) -> Field:
 def secret_paths() -> frozenset[str]:
     """The paths of the secret fields (``smtp.password``, ``imap.password``)."""
     return frozenset(spec.path for spec in walk() if spec.secret)
+
+
+def server_order(fields: tuple[Field, ...] | None = None) -> tuple[Field, ...]:
+    """``fields`` (default :data:`FIELDS`) in Rocket.Chat's own key order.
+
+    Its ``check()`` pattern and update ``$set`` (``email-inbox.ts``, spec §1.2) put
+    ``active`` before ``name`` and ``email``; the table keeps the file's order.
+    """
+    fields = FIELDS if fields is None else fields
+    return tuple(sorted(fields, key=lambda spec: spec.key != "active"))
+
+
+def e5_required(fields: tuple[Field, ...] | None = None) -> tuple[Field, ...]:
+    """The keys of ``fields`` (default :data:`FIELDS`) that AJV requires (E5), in its order.
+
+    AJV reports the first missing key of its schema's ``required`` list (rest-typings
+    ``isEmailInbox``, spec §1.2): the table's order at the top level, alphabetical
+    inside ``smtp``/``imap``.
+    """
+    fields = FIELDS if fields is None else fields
+    required = [spec for spec in fields if not spec.nullable and spec.e5_default is None]
+    if all("." in spec.path for spec in required):
+        required.sort(key=lambda spec: spec.key)
+    return tuple(required)
 
 
 # --- value rules -----------------------------------------------------------------
@@ -252,6 +295,7 @@ IMAP_FIELDS = _server_fields(
         attr="max_retries",
         required=False,
         default=DEFAULT_MAX_RETRIES,
+        e5_default=5,
         expected="-1 (retry forever) or an integer from 0 up",
         check=_check_max_retries,
         doc="Failed IMAP reconnects after which Rocket.Chat switches the inbox off",
@@ -259,7 +303,8 @@ IMAP_FIELDS = _server_fields(
     ),
 )
 
-#: The top-level keys of an inbox, in the body's order (``Inbox``).
+#: The top-level keys of an inbox, in the file's order (``Inbox``); Rocket.Chat's own
+#: order is :func:`server_order`.
 FIELDS: tuple[Field, ...] = (
     Field(
         "name",

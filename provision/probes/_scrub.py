@@ -12,10 +12,12 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from provision.models import Secret
+from provision.results import StageResult
 
-__all__ = ["MASK", "SecretsFilter", "mask", "scrub"]
+__all__ = ["MASK", "SecretsFilter", "mask", "scrub", "scrub_stage"]
 
 #: What a secret is replaced with.
 MASK = "***"
@@ -46,6 +48,30 @@ def scrub(text: str, *secrets: str | Secret | None, limit: int = DEFAULT_LIMIT) 
     if len(text) > limit:
         text = text[: max(0, limit - 1)] + "…"
     return text
+
+
+def scrub_stage(result: StageResult, *secrets: str | Secret | None) -> None:
+    """:func:`scrub` everything a stage will show: message, step details, findings, facts."""
+    if result.message is not None:
+        result.message = scrub(result.message, *secrets)
+    for step in result.steps:
+        if step.detail is not None:
+            step.detail = scrub(step.detail, *secrets)
+    for finding in result.warnings:
+        finding.message = scrub(finding.message, *secrets)
+    scrubbed = _scrub_json(result.facts, secrets)
+    result.facts.clear()
+    result.facts.update(scrubbed)
+
+
+def _scrub_json(value: Any, secrets: tuple[str | Secret | None, ...]) -> Any:
+    if isinstance(value, str):
+        return scrub(value, *secrets)
+    if isinstance(value, list):
+        return [_scrub_json(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_json(v, secrets) for k, v in value.items()}
+    return value
 
 
 def mask(text: str, *secrets: str | Secret | None) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from provision.errors import ConfigError, ConfigProblem
-from provision.results import InboxResult, Report
+from provision.results import ExitCode, FailureClass, InboxResult, Report
 
 if TYPE_CHECKING:
     from provision.models import Inbox
@@ -131,19 +131,29 @@ class CiOutputs:
             return self._write_junit(render_junit(report, self.inboxes))
         return None
 
-    def failed_input(self, problems: Sequence[ConfigProblem]) -> str | None:
-        """The run stopped on bad input: annotate, summarise and write JUnit for that."""
+    def failed_input(
+        self, problems: Sequence[ConfigProblem], *, rocketchat: bool = False
+    ) -> str | None:
+        """The run stopped on bad input (or, with ``rocketchat``, because Rocket.Chat
+        could not be read, exit 20): annotate, summarise and write JUnit for that."""
         if self.progress is not None:
             self.progress.close()
+        what = "Rocket.Chat could not be read" if rocketchat else "invalid input"
+        code = ExitCode.ROCKETCHAT if rocketchat else ExitCode.USAGE
         if self.github:
             from provision.render import github
 
-            self._annotate(github.problem_annotations(problems, workspace=self.workspace))
-            self._append_summary(github.render_problems_summary(self.command, problems))
+            self._annotate(
+                github.problem_annotations(problems, workspace=self.workspace, what=what)
+            )
+            self._append_summary(
+                github.render_problems_summary(self.command, problems, what=what, exit_code=code)
+            )
         if self.junit is not None:
-            from provision.render.junit import render_problems_junit
+            from provision.render.junit import INVALID_INPUT, render_problems_junit
 
-            return self._write_junit(render_problems_junit(self.command, problems))
+            cls = FailureClass.ROCKETCHAT.value if rocketchat else INVALID_INPUT
+            return self._write_junit(render_problems_junit(self.command, problems, cls=cls))
         return None
 
     def _annotate(self, annotations: Sequence[Annotation]) -> None:

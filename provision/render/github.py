@@ -149,12 +149,17 @@ def report_annotations(
 
 
 def problem_annotations(
-    problems: Sequence[ConfigProblem], *, workspace: str | None = None, cwd: str | None = None
+    problems: Sequence[ConfigProblem],
+    *,
+    workspace: str | None = None,
+    cwd: str | None = None,
+    what: str = "invalid input",
 ) -> list[Annotation]:
-    """An error annotation per input problem (the run stopped before any probe)."""
+    """An error annotation per input problem (the run stopped before any probe); ``what``
+    names the kind of stop (``Rocket.Chat could not be read``)."""
     out = []
     for problem in problems:
-        title = "provision: invalid input"
+        title = f"provision: {what}"
         if problem.inbox:
             title += f" (inbox {problem.inbox})"
         message = f"{problem.field}: {problem.message}" if problem.field else problem.message
@@ -302,8 +307,14 @@ def _notes(report: Report) -> list[str]:
     return notes
 
 
-def render_problems_summary(command: str, problems: Sequence[ConfigProblem]) -> str:
-    """A Markdown summary for a run stopped by bad input (exit 2)."""
-    lines = [f"### ❌ provision {command}: invalid input (exit {int(ExitCode.USAGE)})", ""]
+def render_problems_summary(
+    command: str,
+    problems: Sequence[ConfigProblem],
+    *,
+    what: str = "invalid input",
+    exit_code: ExitCode = ExitCode.USAGE,
+) -> str:
+    """A Markdown summary for a run stopped by bad input (exit 2), or as ``what`` says."""
+    lines = [f"### ❌ provision {command}: {what} (exit {int(exit_code)})", ""]
     lines += [f"- {_md(str(problem))}" for problem in problems]
     return "\n".join(lines) + "\n"

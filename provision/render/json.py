@@ -16,12 +16,15 @@ def render_json(report: Report) -> str:
     return json.dumps(report.to_json(), indent=2, sort_keys=False)
 
 
-def render_problems_json(problems: Sequence[ConfigProblem]) -> str:
-    """A run stopped by bad input (exit 2): every problem, no inboxes."""
+def render_problems_json(
+    problems: Sequence[ConfigProblem], *, exit_code: ExitCode = ExitCode.USAGE
+) -> str:
+    """A run stopped by bad input (exit 2), or another error before any inbox: every
+    problem, no inboxes."""
     doc = {
         "schema_version": SCHEMA_VERSION,
         "ok": False,
-        "exit_code": int(ExitCode.USAGE),
+        "exit_code": int(exit_code),
         "errors": [
             {
                 "file": p.file,

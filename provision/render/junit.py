@@ -161,8 +161,11 @@ def _junit_case(
     return counter
 
 
-def render_problems_junit(command: str, problems: Sequence[ConfigProblem]) -> str:
-    """JUnit XML for a run stopped by bad input (exit 2): one failing testcase per problem."""
+def render_problems_junit(
+    command: str, problems: Sequence[ConfigProblem], *, cls: str = INVALID_INPUT
+) -> str:
+    """JUnit XML for a run stopped by bad input (exit 2), or by another error before any
+    inbox (``cls``: ``rocketchat``, exit 20): one failing testcase per problem."""
     import xml.etree.ElementTree as ET
 
     root = ET.Element("testsuites", name="provision")
@@ -179,7 +182,7 @@ def render_problems_junit(command: str, problems: Sequence[ConfigProblem]) -> st
             case.set("file", _xml_text(problem.file))
         if problem.line is not None:
             case.set("line", str(problem.line))
-        node = ET.SubElement(case, "failure", message=INVALID_INPUT, type=INVALID_INPUT)
+        node = ET.SubElement(case, "failure", message=cls, type=cls)
         node.text = _xml_text(str(problem))
     for element in (root, suite):
         element.set("tests", str(len(problems)))

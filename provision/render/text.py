@@ -59,17 +59,18 @@ def _inbox_lines(inbox: InboxResult, strict: bool, paint: Any) -> list[str]:
     lines = [f"{paint(status, f'[{_MARK[status]}]')} {inbox.name} <{inbox.email}>{where}"]
     for finding in inbox.warnings:
         lines.extend(_finding_lines(finding, "input", paint))
+    width = max([6, *(len(s.stage.value) for s in inbox.stages)])  # audit's "rocketchat"
     for stage in inbox.stages:
-        lines.extend(_stage_lines(stage, paint))
+        lines.extend(_stage_lines(stage, paint, width))
     if inbox.action:
         ident = inbox.inbox_id
         lines.append(f"    => {inbox.action}" + (f" (id {ident})" if ident else ""))
     return lines
 
 
-def _stage_lines(stage: StageResult, paint: Any) -> list[str]:
+def _stage_lines(stage: StageResult, paint: Any, width: int = 6) -> list[str]:
     summary = _stage_summary(stage)
-    head = f"    {stage.stage.value:<6} {paint(stage.status, f'{stage.status.value:<8}')}"
+    head = f"    {stage.stage.value:<{width}} {paint(stage.status, f'{stage.status.value:<8}')}"
     head += f" {stage.elapsed_ms:7.0f} ms  {summary}".rstrip()
     lines = [head]
     if stage.status is Status.FAILED:
@@ -78,9 +79,14 @@ def _stage_lines(stage: StageResult, paint: Any) -> list[str]:
         lines.append(f"           {label}{field}: {stage.message or ''}".rstrip())
         if stage.hint:
             lines.append(f"           hint: {stage.hint}")
-        lines.append(f"           steps: {_steps(stage)}")
+        if stage.steps:  # Rocket.Chat's stages (submit, drift...) have none
+            lines.append(f"           steps: {_steps(stage)}")
     for finding in stage.warnings:
         lines.extend(_finding_lines(finding, stage.stage.value, paint))
+    # Facts a probe spells out for people (what Rocket.Chat will import, ...).
+    notes = stage.facts.get("notes")
+    for note in notes if isinstance(notes, list) else ():
+        lines.append(f"           note: {note}")
     return lines
 
 

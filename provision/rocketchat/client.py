@@ -262,7 +262,7 @@ class RocketChat:
             return None
         if not isinstance(inbox, dict):
             raise self._shape_error("GET", f"{_INBOX}.search")
-        return inbox
+        return self._learn(inbox)
 
     async def get_inbox(self, inbox_id: str) -> dict[str, Any]:
         """The inbox with this id (passwords in clear, spec §1.4).
@@ -272,11 +272,22 @@ class RocketChat:
         """
         data = await self._t.call("GET", f"{_INBOX}/{_segment(inbox_id)}")
         data.pop("success", None)
-        return data
+        return self._learn(data)
 
     async def list_inboxes(self, *, page_size: int = 100) -> list[dict[str, Any]]:
         """Every inbox, paging through ``email-inbox.list`` (spec §1.3)."""
-        return await self._paged(f"{_INBOX}.list", "emailInboxes", page_size)
+        return [
+            self._learn(doc)
+            for doc in await self._paged(f"{_INBOX}.list", "emailInboxes", page_size)
+        ]
+
+    def _learn(self, inbox: dict[str, Any]) -> dict[str, Any]:
+        """Keep the stored passwords out of every later error text (a server may echo them)."""
+        for section in ("smtp", "imap"):
+            settings = inbox.get(section)
+            if isinstance(settings, Mapping) and isinstance(settings.get("password"), str):
+                self._errors.add(settings["password"])
+        return inbox
 
     async def delete_inbox(self, inbox_id: str, email: str | None = None) -> int:
         """Delete an inbox and confirm by a read-back that it is gone (spec §1.5).

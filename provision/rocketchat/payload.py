@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from provision.models import DEFAULT_MAX_RETRIES, Inbox
+from provision.inbox.fields import FIELDS, Field, field, secret_paths, server_order
+from provision.models import Inbox
 
 __all__ = [
     "FieldChange",
@@ -20,7 +21,13 @@ __all__ = [
     "plan_body_for_update",
 ]
 
-_SECRET_PATHS: Final = frozenset({"smtp.password", "imap.password"})
+_SECRET_PATHS: Final = secret_paths()
+# Rocket.Chat's order (active first), not the file's: the JSON body and the diff keep it.
+_BODY: Final = server_order()
+_PLAIN: Final = tuple(spec.key for spec in _BODY if not spec.nullable and not spec.fields)
+_OPTIONAL_TEXTS: Final = tuple(spec.key for spec in _BODY if spec.nullable)
+_SECTIONS: Final = tuple(spec.key for spec in FIELDS if spec.fields)
+_MAX_RETRIES: Final = field("imap.maxRetries")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,18 @@ class FieldChange:
             return {"field": self.path, "change": "changed"}
         return {"field": self.path, "old": self.old, "new": self.new}
 
+    def as_drift(self) -> str:
+        """Read as drift (``old`` stored, ``new`` in the file); a secret only "differs"."""
+        if self.secret:
+            return f"{self.path}: differs"
+        return f"{self.path}: {_show(self.old)} on the server, {_show(self.new)} in the file"
+
+    def drift_json(self) -> dict[str, Any]:
+        """JSON form of :meth:`as_drift`; secrets only as ``"change": "differs"``."""
+        if self.secret:
+            return {"field": self.path, "change": "differs"}
+        return {"field": self.path, "server": self.old, "file": self.new}
+
 
 def _show(value: Any) -> str:
     """A value as JSON would spell it, ``(none)`` for absent."""
@@ -69,41 +88,38 @@ def inbox_payload(inbox: Inbox, *, department_id: str | None = None) -> dict[str
         inbox: the inbox.
         department_id: the resolved department id; ``inbox.department`` when ``None``.
     """
-    body: dict[str, Any] = {
-        "active": inbox.active,
-        "name": inbox.name,
-        "email": inbox.email,
-        "description": inbox.description or "",
-        "senderInfo": inbox.sender_info or "",
-    }
-    department = department_id if department_id is not None else inbox.department
-    if department:
-        body["department"] = department
-    smtp, imap = inbox.smtp, inbox.imap
-    body["smtp"] = {
-        "server": smtp.server,
-        "port": smtp.port,
-        "username": smtp.username,
-        "password": smtp.password.reveal(),
-        "secure": smtp.secure,
-    }
-    body["imap"] = {
-        "server": imap.server,
-        "port": imap.port,
-        "username": imap.username,
-        "password": imap.password.reveal(),
-        "secure": imap.secure,
-        "maxRetries": imap.max_retries,
-    }
+    body: dict[str, Any] = {}
+    for spec in _BODY:
+        if spec.key == "department":
+            # An id, not the file's name, and sent only when there is one (spec §1.2, §4).
+            department = department_id if department_id is not None else inbox.department
+            if department:
+                body[spec.key] = department
+        elif spec.fields:
+            settings = getattr(inbox, spec.attr)
+            body[spec.key] = {
+                sub.key: _wire(sub, getattr(settings, sub.attr)) for sub in spec.fields
+            }
+        else:
+            body[spec.key] = _wire(spec, getattr(inbox, spec.attr))
     return body
+
+
+def _wire(spec: Field, value: Any) -> Any:
+    if spec.secret:
+        return value.reveal()
+    if spec.nullable:
+        return value or ""  # E4's check() refuses null (spec §1.2)
+    return value
 
 
 def _with_max_retries(body: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in body.items()}
-    imap = out.get("imap")
+    section, _, key = _MAX_RETRIES.path.partition(".")
+    imap = out.get(section)
     if isinstance(imap, dict):
         # Required since 5.1 and missing from the official docs (spec §1.2, §5).
-        imap.setdefault("maxRetries", DEFAULT_MAX_RETRIES)
+        imap.setdefault(key, _MAX_RETRIES.default)
     return out
 
 
@@ -170,17 +186,17 @@ def diff_inbox(stored: Mapping[str, Any], wanted_body: Mapping[str, Any]) -> lis
         The changes in body order; empty when nothing differs.
     """
     changes: list[FieldChange] = []
-    for key in ("active", "name", "email"):
+    for key in _PLAIN:
         if key in wanted_body and not _same(stored.get(key), wanted_body[key]):
             changes.append(FieldChange(key, stored.get(key), wanted_body[key]))
-    for key in ("description", "senderInfo", "department"):
+    for key in _OPTIONAL_TEXTS:
         old = _optional_text(stored.get(key))
         new = _optional_text(wanted_body.get(key))
         if key == "department" and new == "All":
             new = None
         if not _same(old, new):
             changes.append(FieldChange(key, old, new))
-    for section in ("smtp", "imap"):
+    for section in _SECTIONS:
         wanted = wanted_body.get(section)
         if not isinstance(wanted, Mapping):
             continue

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
@@ -35,6 +35,9 @@ from provision.rocketchat.credentials import check_url
 from provision.rocketchat.replies import Scrubber, interpret, wait_told
 from provision.tls import verifying_context
 from provision.tls_failures import classify_tls_error
+
+if TYPE_CHECKING:
+    from provision.models import ProbeOptions
 
 __all__ = ["RetryPolicy", "RocketChatOptions", "Sleep", "Transport", "make_http_client"]
 
@@ -86,6 +89,13 @@ class RocketChatOptions:
     ca_file: Path | None = None
     allow_http: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def like_probes(cls, options: ProbeOptions, *, allow_http: bool = False) -> RocketChatOptions:
+        """The step cap and CA file of a run's probes (``set``, ``audit``)."""
+        return cls(
+            step_timeout=options.step_timeout, ca_file=options.ca_file, allow_http=allow_http
+        )
 
 
 def make_http_client(

@@ -156,6 +156,29 @@ class FaultyRocketChat(RocketChatDouble):
         """
         self._faults.append(_Armed(method.upper(), path, fault, times))
 
+    def inbox_id(self, email: str) -> str:
+        """The id of the stored inbox with this address (``KeyError`` if none)."""
+        for inbox_id, doc in self.inboxes.items():
+            if doc.get("email") == email:
+                return str(inbox_id)
+        raise KeyError(email)
+
+    def imap_keeps_failing(self, email: str) -> str:
+        """Rocket.Chat's IMAP connection of this inbox fails ``imap.maxRetries`` times (its
+        password was rotated at the provider, say): it switches the inbox off as
+        ``selfDisable()`` does (§3.2). Returns the inbox's id."""
+        inbox_id = self.inbox_id(email)
+        self.bad_imap_passwords.add(self.inboxes[inbox_id]["imap"]["password"])
+        self._self_disable(inbox_id)
+        return inbox_id
+
+    def switch_off(self, email: str) -> str:
+        """The inbox is stored inactive although its logins work (switched off by an
+        earlier outage, or by hand). Returns the inbox's id."""
+        inbox_id = self.inbox_id(email)
+        self.inboxes[inbox_id]["active"] = False
+        return inbox_id
+
     async def wait_answered(self, method: str, path: str, count: int) -> list[LoggedRequest]:
         """Wait until ``count`` requests with this method and path have been answered.
 

@@ -81,6 +81,34 @@ class MailServers:
     root: Path
     #: Messages placed in ``user``'s INBOX before the servers start (all unseen).
     seeded_messages: int
+    #: An account whose password a test may rotate (``set_password``); others keep theirs.
+    rotating_user: Account
+    #: Postfix: STARTTLS submission with ``smtpd_sender_login_maps`` and
+    #: ``reject_sender_login_mismatch`` (each account may send only as itself, and
+    #: ``user`` also as ``nobody@provision.test``, a mailbox that does not exist).
+    envelope_port: int = 0
+
+    def set_password(self, account: Account, password: str) -> None:
+        """Rotate ``account``'s password at the "provider": Dovecot, and Postfix's SASL
+        through it, take only the new one from the next login on."""
+        users = self.root / "users"
+        before = users.stat().st_mtime
+        prefix = f"{account.username}:"
+        lines = [
+            f"{prefix}{{PLAIN}}{password}::::::" if line.startswith(prefix) else line
+            for line in users.read_text().splitlines()
+        ]
+        users.write_text("\n".join(lines) + "\n")
+        # Dovecot re-reads a passwd-file whose mtime changed, but looks at most once a
+        # second: move the mtime on, then wait until a login with the new password works.
+        os.utime(users, (before + 1, before + 1))
+        _wait_login(
+            self.host,
+            self.imaps_port,
+            account.username,
+            password,
+            logs=[self.root / "tls" / "dovecot.log"],
+        )
 
     def log_tails(self, lines: int = 15) -> str:
         """The end of every daemon log, for assertion messages."""
@@ -148,6 +176,26 @@ def _wait_listening(
             time.sleep(0.05)
             continue
         pending.pop(0)
+
+
+def _wait_login(host: str, port: int, username: str, password: str, *, logs: list[Path]) -> None:
+    """Poll an IMAP LOGIN until it succeeds, for at most READY_TIMEOUT."""
+    import imaplib
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    give_up = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            with imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=2) as imap:
+                imap.login(username, password)
+                return
+        except imaplib.IMAP4.error:
+            if time.monotonic() > give_up:
+                tails = "\n".join(f"--- {log}\n{_tail(log)}" for log in logs)
+                pytest.fail(f"Dovecot did not take the new password of {username}:\n{tails}")
+            time.sleep(0.05)
 
 
 def _dovecot_conf(
@@ -226,6 +274,11 @@ _POSTFIX_MASTER = """\
 {smtps} inet n - n - - smtpd
   -o smtpd_tls_wrappermode=yes
   -o smtpd_tls_security_level=encrypt
+{envelope} inet n - n - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sender_login_maps=texthash:{sender_logins}
+  -o smtpd_sender_restrictions=reject_sender_login_mismatch
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -243,6 +296,7 @@ showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
 local     unix  -       n       n       -       -       local
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
@@ -250,7 +304,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-def _postfix_main(*, root: Path, cert: Path, auth_socket: Path) -> str:
+def _postfix_main(*, root: Path, cert: Path, auth_socket: Path, delivery: str) -> str:
     return f"""\
 # Postfix main.cf for provision's real tier (generated).
 compatibility_level = 3.6
@@ -266,13 +320,14 @@ myorigin = $myhostname
 mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
-# No DNS on the test machines: no reverse lookups, no MX lookups, deliver nowhere.
+# No DNS on the test machines: no reverse lookups, no MX lookups; deliver nowhere but
+# into the one Maildir of the delivery lines.
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 default_transport = discard:
 local_transport = discard:
 relay_transport = discard:
-virtual_transport = discard:
+{delivery}
 smtpd_banner = $myhostname ESMTP provision-test
 smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = dovecot
@@ -283,6 +338,37 @@ smtpd_tls_chain_files = {cert}
 smtpd_error_sleep_time = 0
 biff = no
 """
+
+
+def _delivery(root: Path, mail_root: Path, owner: pwd.struct_passwd, user: Account) -> str:
+    """main.cf lines that deliver ``user``'s mail into its Maildir, which Dovecot serves.
+
+    Postfix's own ``virtual`` agent writes the Maildir (no Dovecot LMTP needed): the
+    round trip sends there (issue 11); everything else is still discarded.
+    """
+    local, _, domain = user.username.partition("@")
+    mailboxes = root / "postfix" / "virtual-mailboxes"
+    mailboxes.write_text(f"{user.username} {domain}/{local}/Maildir/\n")
+    return (
+        f"virtual_mailbox_domains = {domain}\n"
+        f"virtual_mailbox_base = {mail_root}\n"
+        f"virtual_mailbox_maps = texthash:{mailboxes}\n"
+        f"virtual_uid_maps = static:{owner.pw_uid}\n"
+        f"virtual_gid_maps = static:{owner.pw_gid}\n"
+        f"virtual_minimum_uid = {owner.pw_uid}\n"
+        "virtual_transport = virtual"
+    )
+
+
+def _sender_logins(root: Path, user: Account, quoting_user: Account) -> Path:
+    """``smtpd_sender_login_maps``: which login may send as which address."""
+    logins = root / "postfix" / "sender-logins"
+    logins.write_text(
+        f"{user.username} {user.username}\n"
+        f"{quoting_user.username} {quoting_user.username}\n"
+        f"nobody@provision.test {user.username}\n"
+    )
+    return logins
 
 
 @dataclass
@@ -444,9 +530,11 @@ def _start_all(
         "imap_plain": _free_port(host),
         "submission": _free_port(host),
         "smtps": _free_port(host),
+        "envelope": _free_port(host),
     }
     user = Account("support@provision.test", "correct-horse-battery")
     quoting_user = Account("quoting@provision.test", 'pa ss"wo\\rd')
+    rotating_user = Account("rotating@provision.test", "before-rotation-31")
 
     ca_file = sandbox_ca.write_ca(root / "ca.pem")
     leaf = sandbox_ca.ca.issue_cert("localhost", "127.0.0.1", "127.0.0.2")
@@ -465,7 +553,10 @@ def _start_all(
     _seed_inbox(mail_root / "provision.test" / "support" / "Maildir", mail_pw)
     users_file = root / "users"
     users_file.write_text(
-        "".join(f"{a.username}:{{PLAIN}}{a.password}::::::\n" for a in (user, quoting_user))
+        "".join(
+            f"{a.username}:{{PLAIN}}{a.password}::::::\n"
+            for a in (user, quoting_user, rotating_user)
+        )
     )
     users_file.chmod(0o644)
 
@@ -515,11 +606,19 @@ def _start_all(
     _make_postfix_dirs(root / "postfix")
     auth_socket = root / "tls" / "run" / "auth-postfix"
     (postfix_dir / "main.cf").write_text(
-        _postfix_main(root=root / "postfix", cert=cert, auth_socket=auth_socket)
+        _postfix_main(
+            root=root / "postfix",
+            cert=cert,
+            auth_socket=auth_socket,
+            delivery=_delivery(root, mail_root, mail_pw, user),
+        )
     )
     (postfix_dir / "master.cf").write_text(
         _POSTFIX_MASTER.format(
-            submission=f"{host}:{ports['submission']}", smtps=f"{host}:{ports['smtps']}"
+            submission=f"{host}:{ports['submission']}",
+            smtps=f"{host}:{ports['smtps']}",
+            envelope=f"{host}:{ports['envelope']}",
+            sender_logins=_sender_logins(root, user, quoting_user),
         )
     )
     # Postfix re-reads a configuration file changed within the current second,
@@ -554,7 +653,7 @@ def _start_all(
             pytrace=False,
         )
     _wait_listening(
-        [(host, ports["submission"]), (host, ports["smtps"])],
+        [(host, ports["submission"]), (host, ports["smtps"]), (host, ports["envelope"])],
         what="Postfix",
         logs=[start_log, root / "postfix" / "maillog"],
     )
@@ -571,4 +670,6 @@ def _start_all(
         ca_file=ca_file,
         root=root,
         seeded_messages=1,
+        envelope_port=ports["envelope"],
+        rotating_user=rotating_user,
     )

@@ -5,7 +5,8 @@ Rocket.Chat reads an email inbox with node-imap 0.8.19 configured from the inbox
 ``rejectUnauthorized: false`` and no SNI; ``secure: false`` is plaintext and never
 STARTTLS (node-imap's ``autotls`` defaults to ``never``). It sends ``LOGIN "user"
 "password"`` (never AUTHENTICATE), gives up 10 s into connecting and 5 s after
-connecting if not logged in, opens INBOX read-write and searches ``UNSEEN SINCE``.
+connecting if not logged in, opens INBOX read-write and searches ``UNSEEN SINCE``
+(the probe searches from the epoch: the same search counts every unseen message).
 
 The probe walks the same path, one recorded step each: ``resolve``, ``connect``,
 ``tls`` (secure only), ``greeting``, ``capabilities``, ``auth``, ``mailbox``, ``quit``.
@@ -22,6 +23,7 @@ only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import aioimaplib
 
@@ -40,13 +42,20 @@ _LOG_FILTER = SecretsFilter()
 logging.getLogger(aioimaplib.__name__ + ".aioimaplib").addFilter(_LOG_FILTER)
 
 
-async def probe_imap(inbox: Inbox, options: ProbeOptions, *, deadline: float) -> StageResult:
+async def probe_imap(
+    inbox: Inbox,
+    options: ProbeOptions,
+    *,
+    deadline: float,
+    then: Callable[[ImapRun], Awaitable[None]] | None = None,
+) -> StageResult:
     """Log in to the inbox's IMAP server the way Rocket.Chat would.
 
     Args:
         inbox: the inbox; only ``inbox.imap`` is used.
         options: step cap, CA file for the certificate check.
         deadline: event-loop time at which the whole run ends.
+        then: more work in the selected INBOX before LOGOUT (``check --round-trip``).
 
     Returns:
         The ``imap`` stage: passed, passed with warnings (plaintext credentials, an
@@ -54,13 +63,14 @@ async def probe_imap(inbox: Inbox, options: ProbeOptions, *, deadline: float) ->
         :class:`~provision.results.FailureClass`, the server's (scrubbed) text, a hint
         and the setting to change. Facts: ``plan``, ``address``, ``tls``,
         ``certificate_verified``, ``greeting``, ``capabilities``,
-        ``capabilities_after_login``, ``idle``, ``preauth``, ``exists``, ``unseen``,
+        ``capabilities_after_login``, ``idle``, ``preauth``, ``exists``, ``unseen`` (every
+        unseen message in INBOX), ``notes`` (what Rocket.Chat will import, polling),
         ``confirmed_mode``.
 
     Network, protocol and authentication outcomes never raise; a bug does.
     """
     rec = Recorder(stage=Stage.IMAP, deadline=deadline, step_timeout=options.step_timeout)
-    run = ImapRun(rec, inbox.imap, options)
+    run = ImapRun(rec, inbox.imap, options, then=then)
     try:
         with _LOG_FILTER.guarding(inbox.imap.password):
             await run.run()

@@ -20,6 +20,7 @@ from provision.probes.imap.connection import MAX_GREETING, Greeting, greeting_st
 from provision.results import ExitCode, Failure, FailureClass, Finding, Step
 
 __all__ = [
+    "COUNT_SINCE",
     "RC_AUTH_TIMEOUT",
     "RC_CONNECT_TIMEOUT",
     "UNSENDABLE",
@@ -30,6 +31,7 @@ __all__ = [
     "closed_failure",
     "exists_in",
     "imap_date",
+    "import_notes",
     "line_text",
     "login_disabled",
     "login_failure",
@@ -38,6 +40,7 @@ __all__ = [
     "response_code",
     "search_failure",
     "search_hits",
+    "search_numbers",
     "select_failure",
     "service_of",
     "show_greeting",
@@ -96,6 +99,10 @@ def capabilities_in(lines: Sequence[bytes], *, untagged_bare: bool = False) -> l
     return None
 
 
+# RFC 4731 §3.1: ``* ESEARCH (TAG "A4") COUNT 3`` (aioimaplib keeps what follows ESEARCH).
+_ESEARCH_COUNT = re.compile(rb"\bCOUNT (\d+)", re.IGNORECASE)
+
+
 def exists_in(lines: Sequence[bytes]) -> int | None:
     for line in lines:
         match = _EXISTS.match(bytes(line))
@@ -105,11 +112,40 @@ def exists_in(lines: Sequence[bytes]) -> int | None:
 
 
 def search_hits(lines: Sequence[bytes]) -> int:
-    hits = 0
+    """The hits of a SEARCH reply: the numbers of ``* SEARCH``, or ESEARCH's ``COUNT n``."""
     for line in lines[:-1]:
-        words = bytes(line).split()
-        hits += sum(1 for word in words if word.isdigit())
-    return hits
+        counted = _ESEARCH_COUNT.search(bytes(line))
+        if counted:
+            return int(counted.group(1))
+    return len(search_numbers(lines))
+
+
+def search_numbers(lines: Sequence[bytes]) -> list[str]:
+    """The numbers (sequence numbers or UIDs) of a ``* SEARCH`` reply; the tagged line is last."""
+    return [
+        word.decode("ascii")
+        for line in lines[:-1]
+        for word in bytes(line).split()
+        if word.isdigit()
+    ]
+
+
+#: The ``SINCE`` date of the probe's search: every message, so the hits are all unseen mail.
+COUNT_SINCE = dt.date(1970, 1, 1)
+
+
+def import_notes(unseen: int, *, idle: object) -> list[str]:
+    """What Rocket.Chat will make of this INBOX (spec §3.2), for the report's notes."""
+    noun = "message" if unseen == 1 else "messages"
+    notes = [
+        f"{unseen} unseen {noun} in INBOX; Rocket.Chat imports only mail that arrives "
+        "after the inbox is created"
+    ]
+    if idle is False:
+        notes.append(
+            "the server does not offer IDLE: Rocket.Chat falls back to polling (NOOP every 10 s)"
+        )
+    return notes
 
 
 def imap_date(day: dt.date) -> str:
@@ -458,6 +494,9 @@ _COMMAND_OF: dict[Step, str] = {
     Step.AUTH: "LOGIN",
     Step.MAILBOX: "SELECT/SEARCH",
     Step.QUIT: "LOGOUT",
+    # check --round-trip
+    Step.DELIVERY: "NOOP/UID SEARCH",
+    Step.CLEANUP: "UID STORE/EXPUNGE",
 }
 
 

@@ -39,7 +39,7 @@ __all__ = [
 # A greeting longer than this is not IMAP (RFC 3501 sets no limit; real ones are < 1 KiB).
 MAX_GREETING = 8192
 # Caps that keep a misbehaving server from filling memory or the CPU (the probe's whole
-# conversation is a few KiB in some 30 lines; SEARCH UNSEEN SINCE today is its only reply
+# conversation is a few KiB in some 30 lines; SEARCH UNSEEN (without ESEARCH) is its only reply
 # that grows, ~8 bytes a hit): a reply line that never ends, everything received on one
 # connection, and lines received on one connection.
 MAX_PENDING = 1024 * 1024

@@ -7,9 +7,8 @@ Failures are decided by :mod:`.classify`; a step that fails raises
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,12 @@ import aioimaplib
 from provision import tls
 from provision.models import ImapSettings, ProbeOptions, Secret
 from provision.probes import _net
+from provision.probes._certs import expiry_finding
 from provision.probes._scrub import scrub
 from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
 from provision.probes.failure import ProbeFailed
 from provision.probes.imap.classify import (
+    COUNT_SINCE,
     RC_AUTH_TIMEOUT,
     RC_CONNECT_TIMEOUT,
     UNSENDABLE,
@@ -32,6 +33,7 @@ from provision.probes.imap.classify import (
     closed_failure,
     exists_in,
     imap_date,
+    import_notes,
     line_text,
     login_disabled,
     login_failure,
@@ -83,8 +85,17 @@ class _CertCheck:
 class ImapRun:
     """One probe of one inbox's IMAP settings; each method is one step."""
 
-    def __init__(self, rec: Recorder, imap: ImapSettings, options: ProbeOptions) -> None:
+    def __init__(
+        self,
+        rec: Recorder,
+        imap: ImapSettings,
+        options: ProbeOptions,
+        *,
+        then: Callable[[ImapRun], Awaitable[None]] | None = None,
+    ) -> None:
         self.rec = rec
+        #: More work in the selected INBOX before LOGOUT (the round trip's search and delete).
+        self.then = then
         self.imap = imap
         self.options = options
         self.facts = rec.result.facts
@@ -134,6 +145,8 @@ class ImapRun:
             else:
                 await self._login(capabilities)
             await self._mailbox()
+            if self.then is not None:
+                await self.then(self)
             await self._quit()
         finally:
             if self.early_confirm is not None and not self.early_confirm.done():
@@ -163,6 +176,16 @@ class ImapRun:
         except OSError as exc:  # ssl.SSLError is an OSError
             raise ProbeFailed(await self._tls_failure(exc)) from None
         self.facts["tls"] = facts
+        expiring = expiry_finding(
+            facts,
+            self.options,
+            server=self.imap.server,
+            field="imap.server",
+            consequence="Rocket.Chat's IMAP login still works then, unverified, but the "
+            "certificate no longer protects the password",
+        )
+        if expiring is not None:
+            self.rec.result.warn(expiring)
         self.cert_task = asyncio.create_task(self._check_certificate())
 
     async def _greeting(self) -> Greeting:
@@ -269,8 +292,13 @@ class ImapRun:
         self.facts["idle"] = "IDLE" in caps
 
     async def _mailbox(self) -> None:
-        """``SELECT "INBOX"`` read-write, then ``SEARCH UNSEEN SINCE <today>`` (spec §3.2)."""
-        since = imap_date(dt.date.today())
+        """``SELECT "INBOX"`` read-write, then Rocket.Chat's ``SEARCH UNSEEN SINCE`` (spec §3.2).
+
+        Rocket.Chat searches ``SINCE _createdAt``; the probe gives the epoch instead, so the
+        one search checks node-imap's criteria and date form (day not zero-padded) and
+        also counts every unseen message: what an operator asks about (issue 11).
+        """
+        since = imap_date(COUNT_SINCE)
         try:
             async with self.rec.step(Step.MAILBOX) as info:
                 select = await self._command(
@@ -284,20 +312,39 @@ class ImapRun:
                 exists = exists_in(select.lines)
                 if exists is not None:
                     self.facts["exists"] = exists
-                # node-imap's search: no CHARSET for ASCII criteria, day not zero-padded.
-                search = await self._command(
-                    self._new("SEARCH", "UNSEEN", "SINCE", since), Step.MAILBOX
-                )
+                search = await self._command(self._search(since), Step.MAILBOX)
                 if search.result != "OK":
                     raise ProbeFailed(search_failure(search.result, self._reply(search), since))
                 unseen = search_hits(search.lines)
                 self.facts["unseen"] = unseen
                 info.detail = (
                     f"INBOX read-write, {exists if exists is not None else '?'} messages, "
-                    f"{unseen} unseen since {since}"
+                    f"{unseen} unseen"
                 )
+                self.facts["notes"] = import_notes(unseen, idle=self.facts.get("idle"))
         except StepTimeout as exc:
             raise ProbeFailed(self._timeout(exc)) from None
+
+    def _search(self, since: str) -> Any:
+        """node-imap's search: no CHARSET for ASCII criteria, day not zero-padded.
+
+        From the epoch, every unseen message is a hit: where the server offers ESEARCH
+        (RFC 4731) it answers with the count alone, so a mailbox with 200,000 unseen
+        messages stays within the reply caps of :mod:`.connection`.
+        """
+        if "ESEARCH" not in self.capabilities:
+            return self._new("SEARCH", "UNSEEN", "SINCE", since)
+        return aioimaplib.Command(
+            "SEARCH",
+            self._proto().new_tag(),
+            "RETURN",
+            "(COUNT)",
+            "UNSEEN",
+            "SINCE",
+            since,
+            untagged_resp_name="ESEARCH",
+            loop=self.loop,
+        )
 
     async def _quit(self) -> None:
         """LOGOUT, then wait for the server to close (RFC 3501 §6.1.3).
@@ -329,6 +376,33 @@ class ImapRun:
             await settle(self.sock)
 
     # ---- commands
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What the server offers now (after login, when it said so again)."""
+        caps = self.facts.get("capabilities_after_login") or self.facts.get("capabilities")
+        return list(caps or [])
+
+    async def execute(self, step: Step, name: str, *args: str, uid: bool = False) -> Any:
+        """One more command in the selected INBOX; its response (``result``, ``lines``).
+
+        Raises:
+            ProbeFailed: the connection closed or the reply could not be parsed.
+        """
+        untagged = "FETCH" if name == "STORE" else name
+        command = aioimaplib.Command(
+            name,
+            self._proto().new_tag(),
+            *args,
+            prefix="UID" if uid else None,
+            untagged_resp_name=untagged,
+            loop=self.loop,
+        )
+        return await self._command(command, step)
+
+    def reply(self, response: Any) -> str:
+        """The tagged line of a response, scrubbed for showing."""
+        return self._reply(response)
 
     def _proto(self) -> ImapProtocol:
         assert self.client is not None

@@ -16,7 +16,8 @@ auth: {user, pass}})`` and nothing else (spec §3.1), so the probe walks nodemai
   offers (nodemailer's ``_supportedAuth`` order), exactly once: aiosmtplib's ``login()``
   would try the next mechanism after a 535 (doubling lock-out counters), nodemailer
   never does.
-* MAIL, RCPT and DATA are never sent.
+* MAIL, RCPT and DATA are never sent, unless asked: ``--envelope`` adds ``MAIL FROM`` and
+  ``RCPT TO`` the inbox address, then ``RSET`` (still no DATA).
 
 ``session`` runs the steps, ``classify`` turns what went wrong into a failure, and
 ``connection`` is the wire. On a TLS-mode mismatch or a certificate failure a second,
@@ -48,4 +49,4 @@ async def probe_smtp(inbox: Inbox, options: ProbeOptions, *, deadline: float) ->
         :class:`~provision.results.FailureClass`, message, hint and field. Network,
         protocol and authentication outcomes never raise.
     """
-    return await SmtpProbe(inbox.smtp, options, deadline).run()
+    return await SmtpProbe(inbox.smtp, options, deadline, email=inbox.email).run()

@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from aiosmtplib import SMTPException, SMTPResponse, SMTPStatus
+from aiosmtplib import SMTPException, SMTPResponse, SMTPResponseException, SMTPStatus
 
 from provision import tls
 from provision.models import ProbeOptions, SmtpSettings
 from provision.probes import _net
+from provision.probes._certs import expiry_finding
 from provision.probes._net import AddrInfo
-from provision.probes._scrub import scrub
+from provision.probes._scrub import scrub_stage
 from provision.probes._steps import Recorder, StepInfo, StepTimeout, early_mode_check_after
 from provision.probes.failure import ProbeFailed
 from provision.probes.smtp.classify import (
@@ -30,6 +31,7 @@ from provision.probes.smtp.classify import (
     FollowUp,
     capability_lines,
     describe,
+    envelope_failure,
     first_line,
     follow_up,
     reply_text,
@@ -39,7 +41,6 @@ from provision.results import Failure, Stage, StageResult, Status, Step
 
 __all__ = ["SmtpProbe", "nodemailer_hostname", "secret_forms"]
 
-_EXPIRY_WARNING_DAYS = 14
 _T = TypeVar("_T")
 
 _PLAN = {True: "implicit TLS", False: "plaintext, then STARTTLS if offered"}
@@ -100,8 +101,22 @@ class Diagnosis:
 class SmtpProbe:
     """One run of the SMTP stage. Steps are methods; a failure ends it via ProbeFailed."""
 
-    def __init__(self, settings: SmtpSettings, options: ProbeOptions, deadline: float) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        options: ProbeOptions,
+        deadline: float,
+        *,
+        email: str | None = None,
+        message: bytes | None = None,
+    ) -> None:
         self.cfg = settings
+        #: The inbox address: sender and recipient of the envelope check (``--envelope``).
+        self.email = email
+        #: A message to send from ``email`` to itself (``--round-trip``); never by default.
+        self.message = message
+        #: Event-loop time at which the server accepted ``message`` (its DATA reply).
+        self.sent_at: float | None = None
         self.options = options
         self.rec = Recorder(stage=Stage.SMTP, deadline=deadline, step_timeout=options.step_timeout)
         self.facts = self.rec.result.facts
@@ -131,7 +146,7 @@ class SmtpProbe:
                 await _cancelled(self.early_check)
             if self.conn is not None:
                 await self.conn.close(graceful=False)
-        _scrub_stage(self.rec.result, self.secrets)
+        scrub_stage(self.rec.result, *self.secrets)
         return self.rec.finish()
 
     async def _session(self) -> None:
@@ -145,6 +160,10 @@ class SmtpProbe:
         if not self.cfg.secure:
             await self._maybe_starttls()
         await self._auth()
+        if self.email is not None and self.message is not None:
+            await self._send(self.email, self.message)
+        elif self.email is not None and self.options.envelope:
+            await self._envelope(self.email)
         await self._quit()
 
     async def _step(
@@ -267,10 +286,15 @@ class SmtpProbe:
         facts["verified"] = self.options.smtp_verify
         self.facts["tls"] = facts
         info.detail = " ".join(str(facts[k]) for k in ("version", "cipher") if k in facts)
-        days = facts.get("certificate", {}).get("days_left")
-        if days is not None and days < _EXPIRY_WARNING_DAYS:
-            not_after = facts["certificate"]["not_after"]
-            self.rec.result.warn(self.why.cert_expiring(days, not_after))
+        expiring = expiry_finding(
+            facts,
+            self.options,
+            server=self.cfg.server,
+            field="smtp.server",
+            consequence="Rocket.Chat's sends fail as soon as it expires",
+        )
+        if expiring is not None:
+            self.rec.result.warn(expiring)
 
     async def _auth(self) -> None:
         smtp = self._live.smtp
@@ -302,6 +326,65 @@ class SmtpProbe:
         login = AUTHENTICATORS[mechanism]
         reply = await login(self._live.smtp, self.cfg.username, self.cfg.password.reveal())
         info.detail = f"AUTH {mechanism}: {reply_text(reply)}"
+
+    # -- the envelope: may this login send as the inbox address? -----------------------
+
+    async def _envelope(self, email: str) -> None:
+        """``MAIL FROM`` and ``RCPT TO`` the inbox address, then ``RSET``: nothing is sent."""
+        await self._envelope_command(Step.MAIL_FROM, email)
+        await self._envelope_command(Step.RCPT_TO, email)
+        await self._rset()
+        self.facts.setdefault("notes", []).append(
+            f"{self.cfg.username} may send as {email}, and {email} is a recipient "
+            "(MAIL FROM and RCPT TO accepted; nothing was sent)"
+        )
+
+    async def _send(self, email: str, message: bytes) -> None:
+        """The round trip's message: MAIL FROM and RCPT TO the inbox address, then DATA."""
+        await self._envelope_command(Step.MAIL_FROM, email)
+        await self._envelope_command(Step.RCPT_TO, email)
+        await self._envelope_command(Step.DATA, email, message)
+        self.sent_at = asyncio.get_running_loop().time()
+
+    async def _envelope_command(self, step: Step, email: str, message: bytes = b"") -> None:
+        """One command of the envelope; a refusal is classified by its code and text."""
+        command = {Step.MAIL_FROM: "MAIL FROM", Step.RCPT_TO: "RCPT TO"}.get(step, "DATA")
+        shown = f"{command}:<{email}>" if step is not Step.DATA else f"DATA ({len(message)} bytes)"
+
+        async def body(info: StepInfo) -> None:
+            smtp = self._live.smtp
+            info.detail = shown
+            try:
+                if step is Step.MAIL_FROM:
+                    reply = await smtp.mail(email, timeout=None)
+                elif step is Step.RCPT_TO:
+                    reply = await smtp.rcpt(email, timeout=None)
+                else:
+                    reply = await smtp.data(message, timeout=None)
+            except SMTPResponseException as exc:
+                if exc.code <= 0:
+                    raise
+                info.detail = f"{shown}: {exc.code} {first_line(exc.message)}"
+                raise ProbeFailed(
+                    envelope_failure(
+                        command, exc.code, exc.message, email=email, username=self.cfg.username
+                    )
+                ) from None
+            info.detail = f"{shown}: {reply_text(reply)}"
+
+        await self._step(step, body)
+
+    async def _rset(self) -> None:
+        """RSET ends the envelope; a server that refuses it has still answered MAIL and RCPT."""
+        try:
+            async with self.rec.step(Step.RSET) as info:
+                try:
+                    info.detail = reply_text(await self._live.smtp.rset(timeout=None))
+                except (SMTPException, OSError) as exc:
+                    info.status = Status.WARNING
+                    info.detail = f"no clean RSET ({describe(exc)}); QUIT ends the envelope"
+        except StepTimeout:
+            pass  # QUIT follows, and run() aborts the connection if that stalls too.
 
     async def _quit(self) -> None:
         """QUIT, then wait for the connection to close. A failure here fails nothing."""
@@ -467,27 +550,3 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _scrub_stage(result: StageResult, secrets: tuple[str, ...]) -> None:
-    """Mask the password (and its AUTH forms) in everything the result will show."""
-    if result.message is not None:
-        result.message = scrub(result.message, *secrets)
-    for step in result.steps:
-        if step.detail is not None:
-            step.detail = scrub(step.detail, *secrets)
-    for finding in result.warnings:
-        finding.message = scrub(finding.message, *secrets)
-    scrubbed = _scrub_json(result.facts, secrets)
-    result.facts.clear()
-    result.facts.update(scrubbed)
-
-
-def _scrub_json(value: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        return scrub(value, *secrets)
-    if isinstance(value, list):
-        return [_scrub_json(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {k: _scrub_json(v, secrets) for k, v in value.items()}
-    return value

@@ -32,6 +32,7 @@ from provision.sandbox.rocketchat.wire import (
     Scope,
     Send,
     failure,
+    now,
     to_json,
 )
 
@@ -350,6 +351,7 @@ class RocketChatDouble:
         if doc is None or not doc.get("active") or not self._bad(doc):
             return
         doc["active"] = False
+        doc["_updatedAt"] = now()  # an updateOne, which sets _updatedAt (BaseRaw)
         self.self_disabled.append(inbox_id)
         for future in self._waiters.pop(inbox_id, []):
             if not future.done():

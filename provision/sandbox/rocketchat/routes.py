@@ -17,6 +17,7 @@ from provision.sandbox.rocketchat.validation import (
     E5_LIST,
     E5_SEARCH,
     ajv,
+    e5_defaults,
     meteor_check,
 )
 from provision.sandbox.rocketchat.wire import Request, Response, failure, to_json
@@ -119,8 +120,7 @@ async def _save(
     assert user is not None
     if double.e5:
         body = copy.deepcopy(request.coerced)
-        # E5 handler default for the now optional maxRetries (§1.2).
-        body["imap"].setdefault("maxRetries", 5)
+        e5_defaults(body)
     else:
         body = copy.deepcopy(request.body) if request.body is not None else {}
         error = meteor_check(body, E4_INBOX)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from provision.inbox.fields import server_order
 from provision.sandbox.rocketchat.auth import User
 from provision.sandbox.rocketchat.wire import Abort, failure, now
 
@@ -17,8 +18,9 @@ __all__ = ["Inboxes", "SentTest", "insert", "new_inbox", "sort_inboxes", "update
 #: Inbox id -> stored document (dates as datetimes).
 Inboxes = dict[str, dict[str, Any]]
 
-# Keys an update may set; ``department`` has its own rule ("All" unsets it).
-_UPDATED = ("active", "name", "email", "description", "senderInfo", "smtp", "imap")
+# Keys an update may set, in the order of its $set (a key new to the document lands
+# last in it); ``department`` has its own rule ("All" unsets it).
+_UPDATED = tuple(spec.key for spec in server_order() if spec.key != "department")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from provision.inbox.fields import FIELDS, Field, e5_required, server_order
+
 __all__ = [
     "E4_INBOX",
     "E5_INBOX",
     "E5_LIST",
     "E5_SEARCH",
     "ajv",
+    "e5_defaults",
     "meteor_check",
 ]
 
@@ -35,35 +38,17 @@ class _Including:
     fields: dict[str, Any]
 
 
-# Pattern of apps/meteor/app/api/server/v1/email-inbox.ts (E4, spec §1.2); atoms are
-# the JavaScript ``typeof`` names.
+def _e4_pattern(spec: Field) -> Any:
+    if spec.fields:
+        return _Including({sub.key: _e4_pattern(sub) for sub in spec.fields})
+    return _Maybe(spec.kind.js_type) if spec.nullable else spec.kind.js_type
+
+
+# Pattern of apps/meteor/app/api/server/v1/email-inbox.ts (E4, spec §1.2): Rocket.Chat's
+# key order (active first); atoms are the JavaScript ``typeof`` names.
 E4_INBOX: Final[dict[str, Any]] = {
     "_id": _Maybe("string"),
-    "active": "boolean",
-    "name": "string",
-    "email": "string",
-    "description": _Maybe("string"),
-    "senderInfo": _Maybe("string"),
-    "department": _Maybe("string"),
-    "smtp": _Including(
-        {
-            "server": "string",
-            "port": "number",
-            "username": "string",
-            "password": "string",
-            "secure": "boolean",
-        }
-    ),
-    "imap": _Including(
-        {
-            "server": "string",
-            "port": "number",
-            "username": "string",
-            "password": "string",
-            "secure": "boolean",
-            "maxRetries": "number",
-        }
-    ),
+    **{spec.key: _e4_pattern(spec) for spec in server_order()},
 }
 # Reserved words that _prependPath quotes (meteor packages/check/match.js).
 # fmt: off
@@ -152,36 +137,31 @@ def meteor_check(value: Any, pattern: Any) -> str | None:
 
 # ---------------------------------------------------------------------- AJV (E5)
 
-_E5_SERVER: Final[dict[str, Any]] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["password", "port", "secure", "server", "username"],
-    "properties": {
-        "password": {"type": "string"},
-        "port": {"type": "number"},
-        "secure": {"type": "boolean"},
-        "server": {"type": "string"},
-        "username": {"type": "string"},
-    },
-}
+
+def _e5_schema(spec: Field) -> dict[str, Any]:
+    if not spec.fields:
+        return {"type": spec.kind.js_type}
+    required = e5_required(spec.fields)
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [sub.key for sub in required],
+        # Required keys first, in their order; then the optional maxRetries.
+        "properties": {
+            sub.key: _e5_schema(sub)
+            for sub in (*required, *(sub for sub in spec.fields if sub not in required))
+        },
+    }
+
+
 # isEmailInbox in packages/rest-typings/src/v1/email-inbox.ts (stored revision 0a79e1ed, §1.2).
 E5_INBOX: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "email", "active", "smtp", "imap"],
+    "required": [spec.key for spec in e5_required()],
     "properties": {
         "_id": {"type": "string", "nullable": True},
-        "name": {"type": "string"},
-        "email": {"type": "string"},
-        "active": {"type": "boolean"},
-        "description": {"type": "string"},
-        "senderInfo": {"type": "string"},
-        "department": {"type": "string"},
-        "smtp": _E5_SERVER,
-        "imap": {
-            **_E5_SERVER,
-            "properties": {**_E5_SERVER["properties"], "maxRetries": {"type": "number"}},
-        },
+        **{spec.key: _e5_schema(spec) for spec in FIELDS},
     },
 }
 E5_SEARCH: Final[dict[str, Any]] = {
@@ -262,3 +242,14 @@ def ajv(value: Any, schema: Mapping[str, Any], *, password_min: int | None = Non
             if error is not None:
                 return error
     return None
+
+
+def e5_defaults(body: dict[str, Any]) -> None:
+    """Fill in what the E5 handler defaults (``imap.maxRetries``: 5, §1.2), in place."""
+    for section in FIELDS:
+        settings = body.get(section.key)
+        if not isinstance(settings, dict):
+            continue
+        for spec in section.fields:
+            if spec.e5_default is not None:
+                settings.setdefault(spec.key, spec.e5_default)
