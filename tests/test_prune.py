@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import signal
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 from provision.cli import app
 from provision.commands.prune import PruneOptions, Pruning, plan_prune
-from provision.commands.set import SetOptions, mark_interrupted, set_inboxes
+from provision.commands.set import SetOptions, set_inboxes
 from provision.errors import ConfigError
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions
@@ -33,6 +34,7 @@ from provision.rocketchat.client import open_rocketchat
 from provision.rocketchat.credentials import TokenAuth
 from provision.rocketchat.transport import RocketChatOptions
 from provision.sandbox.runner import Sandbox, running_sandbox
+from provision.stopping import Stop
 from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 from tests.test_rocketchat_double import inbox_body
 
@@ -331,7 +333,7 @@ async def test_delete_that_keeps_failing_is_reported_not_deleted(box: Sandbox) -
 async def test_timeout_after_a_delete_that_went_through_is_deleted(box: Sandbox) -> None:
     """The prune on its own, with a short HTTP timeout (the probes need a longer one)."""
     [old] = _seed(box, "old@example.com")
-    _double(box).inject("DELETE", f"{INBOX}/:_id", Fault.applied_then_silent(30))
+    _double(box).inject("DELETE", f"{INBOX}/:_id", Fault.held(asyncio.Event(), apply=True))
     loaded = load_inboxes([str(box.inbox_file)])
     report = Report(command="set")
     async with open_rocketchat(
@@ -339,9 +341,8 @@ async def test_timeout_after_a_delete_that_went_through_is_deleted(box: Sandbox)
         TokenAuth(user_id=box.user_id, token=box.token),
         RocketChatOptions(step_timeout=0.3, ca_file=box.ca_file),
     ) as rc:
-        pruning = await Pruning.prepare(
-            rc, loaded.inboxes, PruneOptions(enabled=True), dry_run=False
-        )
+        pruning = Pruning(options=PruneOptions(enabled=True), dry_run=False)
+        await pruning.prepare(rc, loaded.inboxes)
         await pruning.run(rc, report, strict=False)
     assert _pruned(report) == [("old@example.com", Action.DELETED)]
     assert report.inboxes[0].stages[0].facts["delete_requests"] == 1
@@ -358,13 +359,12 @@ async def test_deadline_passed_before_a_deletion_is_reported_not_started(box: Sa
         TokenAuth(user_id=box.user_id, token=box.token),
         RocketChatOptions(ca_file=box.ca_file),
     ) as rc:
-        pruning = await Pruning.prepare(
-            rc, loaded.inboxes, PruneOptions(enabled=True), dry_run=False
-        )
+        pruning = Pruning(options=PruneOptions(enabled=True), dry_run=False)
+        await pruning.prepare(rc, loaded.inboxes)
         rc.deadline = time.monotonic() - 1
         await pruning.run(rc, report, strict=False)
     [result] = report.inboxes
-    assert result.action is Action.SKIPPED
+    assert result.action is Action.NOT_STARTED
     assert result.stages[0].failure is FailureClass.DEADLINE
     assert result.stages[0].facts["delete_state"] == "not-started"
     assert report.exit_code is ExitCode.TRANSIENT
@@ -372,11 +372,10 @@ async def test_deadline_passed_before_a_deletion_is_reported_not_started(box: Sa
     assert old in box.rocketchat.inboxes
 
 
-async def test_stop_during_a_deletion_reports_true_states(box: Sandbox) -> None:
-    first, second = _seed(box, "a@example.com", "b@example.com")
-    double = _double(box)
-    double.inject("DELETE", f"{INBOX}/:_id", Fault.slow(30))
-    progress = Report(command="set")
+async def _stop_while_deleting(box: Sandbox, fault: Fault) -> asyncio.Task[Report]:
+    """Prune a@ and b@example.com; SIGTERM once the first DELETE has arrived."""
+    double, stop = _double(box), Stop()
+    double.inject("DELETE", f"{INBOX}/:_id", fault)
     loaded = load_inboxes([str(box.inbox_file)])
     target = SetOptions(
         server=box.rocketchat_url,
@@ -384,24 +383,50 @@ async def test_stop_during_a_deletion_reports_true_states(box: Sandbox) -> None:
         prune=PruneOptions(enabled=True),
     )
     options = ProbeOptions(ca_file=box.ca_file, step_timeout=3, timeout=30)
-    run = asyncio.create_task(set_inboxes(loaded.inboxes, options, target, progress=progress))
+    run = asyncio.create_task(set_inboxes(loaded.inboxes, options, target, stop=stop))
     async with asyncio.timeout(20):
-        while not [r for r in double.requests if r.method == "DELETE"]:
-            await asyncio.sleep(0)
-    run.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await run
-    mark_interrupted(progress)
-    assert _pruned(progress) == [
-        ("a@example.com", Action.INTERRUPTED),
-        ("b@example.com", Action.SKIPPED),
+        await double.wait_received("DELETE", f"{INBOX}/:_id", 1)
+    stop.request(signal.SIGTERM)
+    return run
+
+
+async def test_stop_during_a_deletion_lets_it_finish_and_starts_no_other(box: Sandbox) -> None:
+    first, second = _seed(box, "a@example.com", "b@example.com")
+    release = asyncio.Event()
+    run = await _stop_while_deleting(box, Fault.held(release))
+    release.set()  # the DELETE in flight answers within the grace
+    async with asyncio.timeout(20):
+        report = await run
+    assert report.exit_code is ExitCode.STOPPED_SIGTERM
+    assert report.settings["stopped_by"] == "SIGTERM"
+    assert [i.action for i in report.inboxes[:2]] == [Action.CREATED, Action.CREATED]
+    assert _pruned(report) == [
+        ("a@example.com", Action.DELETED),
+        ("b@example.com", Action.NOT_STARTED),
     ]
-    in_flight, not_started = (r.stages[0] for r in progress.inboxes[2:])
-    assert in_flight.facts["delete_state"] == "unknown"
-    assert "may or may not be deleted" in (in_flight.message or "")
+    done, not_started = (r.stages[0] for r in report.inboxes[2:])
+    assert done.facts["delete_state"] == "deleted"
     assert not_started.facts["delete_state"] == "not-started"
-    assert "still there" in (not_started.message or "")
-    assert {first, second} <= set(double.inboxes)  # the slow DELETE was never processed
+    assert "stopped by SIGTERM" in (not_started.message or "")
+    assert box.rocketchat.deleted == [first]
+    assert second in box.rocketchat.inboxes
+    assert len(_deletes(box)) == 1
+
+
+async def test_stop_with_a_deletion_unanswered_reads_it_back(box: Sandbox) -> None:
+    """The DELETE went through, its answer never comes: after the grace, a read-back."""
+    first, _second = _seed(box, "a@example.com", "b@example.com")
+    run = await _stop_while_deleting(box, Fault.held(asyncio.Event(), apply=True))
+    async with asyncio.timeout(20):
+        report = await run
+    assert _pruned(report) == [
+        ("a@example.com", Action.DELETED),
+        ("b@example.com", Action.NOT_STARTED),
+    ]
+    stage = report.inboxes[2].stages[0]
+    assert stage.facts["write_state"] == "confirmed-by-read-back"
+    assert box.rocketchat.deleted == [first]
+    assert report.exit_code is ExitCode.STOPPED_SIGTERM
 
 
 # ------------------------------------------------------------------------ CLI

@@ -641,7 +641,7 @@ async def test_delete_timeout_after_it_applied_is_confirmed_gone(
     client = make_rc(timeout=0.3)
     await client.connect()
     inbox_id = await _new_inbox(client)
-    app.inject("DELETE", f"{INBOX}/:_id", Fault.applied_then_silent(30))
+    app.inject("DELETE", f"{INBOX}/:_id", Fault.held(asyncio.Event(), apply=True))
     assert await client.delete_inbox(inbox_id) == 1
     assert app.deleted == [inbox_id]
     assert len(app.requests_to("DELETE", f"{INBOX}/{inbox_id}")) == 1

@@ -560,23 +560,6 @@ async def test_fault_500_on_the_next_delete_leaves_the_inbox(
     assert (await as_admin.delete(f"{INBOX}/{inbox_id}")).status_code == 200
 
 
-@faulty
-async def test_fault_applied_then_silent_deletes_at_once_and_answers_late(
-    app: FaultyRocketChat, as_admin: httpx.AsyncClient
-) -> None:
-    inbox_id = await _create(as_admin)
-    app.inject("DELETE", f"{INBOX}/:_id", Fault.applied_then_silent(30))
-    pending = asyncio.create_task(as_admin.delete(f"{INBOX}/{inbox_id}"))
-    async with asyncio.timeout(5):
-        while not app.deleted:  # applied while the answer is still held back
-            await asyncio.sleep(0)
-    assert app.inboxes == {}
-    assert not pending.done()
-    app.shutdown()
-    response = await asyncio.wait_for(pending, 5)
-    assert response.status_code == 503
-
-
 async def test_search_absent_is_200_null_and_query_is_checked(
     as_admin: httpx.AsyncClient,
 ) -> None:

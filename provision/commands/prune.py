@@ -7,7 +7,9 @@ failed (a partial file must not wipe the server). Each pruned inbox is an
 :class:`~provision.results.InboxResult` of its own with a ``prune`` stage whose
 ``delete_state`` fact is kept true as the deletion goes: ``not-started`` until the
 DELETE is sent, ``unknown`` while it is in flight, then ``deleted``, ``not-deleted``
-or still ``unknown`` (so an interrupted run reports what really happened).
+or still ``unknown``. A stop (``provision.stopping``) starts no new deletion and
+gives one in flight the grace, then a read-back, so a stopped run reports what
+really happened.
 
 Without ``--prune`` the same inboxes are listed as ``only-on-server``: informational,
 no effect on the exit code.
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from provision.errors import ConfigError, ConfigProblem
 from provision.results import Action, FailureClass, InboxResult, Report, Stage, StageResult, Status
+from provision.stopping import Stop
 
 if TYPE_CHECKING:
     from provision.models import Inbox
@@ -31,7 +34,6 @@ __all__ = [
     "DEFAULT_MAX_DELETE",
     "PruneOptions",
     "Pruning",
-    "mark_prune_interrupted",
     "plan_prune",
 ]
 
@@ -122,10 +124,7 @@ class Pruning:
     #: why the server's inboxes could not be listed (without ``--prune`` only)
     unlisted: str | None = None
 
-    @classmethod
-    async def prepare(
-        cls, rc: RocketChat, inboxes: Sequence[Inbox], options: PruneOptions, *, dry_run: bool
-    ) -> Pruning:
+    async def prepare(self, rc: RocketChat, inboxes: Sequence[Inbox]) -> None:
         """List the server's inboxes and plan; before any probe or write.
 
         Raises:
@@ -137,32 +136,34 @@ class Pruning:
         """
         from provision.errors import RocketChatCallError
 
-        pruning = cls(options=options, dry_run=dry_run)
         try:
             stored = await rc.list_inboxes()
         except RocketChatCallError as exc:
-            if options.enabled:
+            if self.options.enabled:
                 raise
-            pruning.unlisted = f"not listed: {exc.message}"
-            return pruning
-        plan = plan_prune(stored, inboxes, options)
-        _check_plan(plan, options, len(inboxes))
+            self.unlisted = f"not listed: {exc.message}"
+            return
+        plan = plan_prune(stored, inboxes, self.options)
+        _check_plan(plan, self.options, len(inboxes))
         # Without --prune, or outside its scope: listed, never deleted.
         kept = [d for d in plan_prune(stored, inboxes, PruneOptions()) if d not in plan]
         departments = await _department_names(rc, [*plan, *kept])
         for doc in plan:
-            pruning.results.append(_pending(doc, departments, options, dry_run))
+            self.results.append(_pending(doc, departments, self.options, self.dry_run))
         for doc in kept:
-            pruning.results.append(_pending(doc, departments, PruneOptions(), dry_run))
-            pruning.results[-1].stages[-1].message = _OUTSIDE_SCOPE
-        return pruning
+            self.results.append(_pending(doc, departments, PruneOptions(), self.dry_run))
+            self.results[-1].stages[-1].message = _OUTSIDE_SCOPE
 
-    async def run(self, rc: RocketChat, report: Report, *, strict: bool) -> None:
+    async def run(
+        self, rc: RocketChat, report: Report, *, strict: bool, stop: Stop | None = None
+    ) -> None:
         """After every create and update: add the results to ``report``, then delete.
 
         Nothing is deleted when any inbox of the run failed (with ``strict``, a
-        warning counts), in a dry run, or without ``--prune``.
+        warning counts), in a dry run, or without ``--prune``. After a stop nothing
+        new starts; a DELETE in flight gets the stop's grace, then a read-back.
         """
+        stop = stop if stop is not None else Stop()
         if self.unlisted is not None:
             report.settings["only_on_server"] = self.unlisted
         failed = [r for r in report.inboxes if r.status(strict=strict) is Status.FAILED]
@@ -179,10 +180,20 @@ class Pruning:
         for result in self.results:
             if result.action is not None:
                 continue
-            if rc.deadline is not None and time.monotonic() >= rc.deadline:
-                _stop(result, "not deleted: the run's deadline passed before this deletion")
-                continue
-            await _delete(rc, result)
+            if stop.requested:
+                _not_started(result, f"stopped by {stop.name}")
+            elif rc.deadline is not None and time.monotonic() >= rc.deadline:
+                _not_started(result, "the run's deadline passed", deadline=True)
+            else:
+                await _delete(rc, result, stop)
+
+    def stopped(self, report: Report, signal_name: str) -> None:
+        """A stopped run: every planned deletion is in ``report`` with its true state."""
+        for result in self.results:
+            if result.action is None:
+                _not_started(result, f"stopped by {signal_name}")
+            if result not in report.inboxes:
+                report.inboxes.append(result)
 
 
 _OUTSIDE_SCOPE = "only on the server: in none of the given files, outside --prune-scope (kept)"
@@ -228,33 +239,59 @@ async def _department_names(rc: RocketChat, plan: Sequence[Mapping[str, Any]]) -
     return {str(d.get("_id")): str(d.get("name")) for d in departments if d.get("name")}
 
 
-async def _delete(rc: RocketChat, result: InboxResult) -> None:
-    from provision.errors import RocketChatCallError, RocketChatNotFoundError
+async def _delete(rc: RocketChat, result: InboxResult, stop: Stop) -> None:
+    from provision.errors import RocketChatCallError, RocketChatError, RocketChatNotFoundError
 
     stage = result.stages[-1]
-    assert result.inbox_id is not None
+    inbox_id, email = result.inbox_id, result.email
+    assert inbox_id is not None
+    sent: list[int] = []
+
+    async def deleting() -> bool:
+        sent.append(await rc.delete_inbox(inbox_id, email))
+        return True
+
+    async def gone() -> bool | None:
+        try:
+            return None if await rc.inbox_present(inbox_id, email) else True
+        except RocketChatError:
+            return None
+
     started = time.perf_counter()
     # From here until the answer the DELETE may have reached the server.
     stage.facts["delete_state"] = UNKNOWN
     stage.message = "deleting: not confirmed"
     try:
-        sent = await rc.delete_inbox(result.inbox_id, result.email)
+        confirmed = await stop.write_or_read_back(deleting(), gone)
     except RocketChatNotFoundError:
         stage.facts["delete_state"] = DELETED
-        stage.message = f"inbox {result.inbox_id} was already gone (404): nothing deleted"
+        stage.message = f"inbox {inbox_id} was already gone (404): nothing deleted"
         result.action = Action.UNCHANGED
     except RocketChatCallError as exc:
-        state = getattr(exc, "write_state", None)
-        stage.facts["delete_state"] = NOT_DELETED if state == "not-applied" else UNKNOWN
+        unknown = getattr(exc, "write_state", None) != "not-applied"
+        stage.facts["delete_state"] = UNKNOWN if unknown else NOT_DELETED
         stage.fail(FailureClass.ROCKETCHAT, exc.message, hint=exc.hint)
         if exc.status is not None:
             stage.facts["http_status"] = exc.status
-        result.action = Action.FAILED
+        result.action = Action.UNKNOWN if unknown else Action.FAILED
     else:
-        stage.facts["delete_state"] = DELETED
-        stage.facts["delete_requests"] = sent
-        stage.message = f"deleted inbox {result.inbox_id} (read back: gone)"
-        result.action = Action.DELETED
+        if confirmed is None:
+            stage.fail(
+                FailureClass.ROCKETCHAT,
+                f"stopped by {stop.name} while the DELETE was in flight: no answer within "
+                "the grace and a read-back did not show the inbox gone, so it may still go",
+                hint="rerun `provision set --prune` with the same files: it converges",
+            )
+            result.action = Action.UNKNOWN
+        else:
+            stage.facts["delete_state"] = DELETED
+            if sent:
+                stage.facts["delete_requests"] = sent[0]
+                stage.message = f"deleted inbox {inbox_id} (read back: gone)"
+            else:
+                stage.facts["write_state"] = "confirmed-by-read-back"
+                stage.message = f"deleted inbox {inbox_id} (stopped in flight; read back: gone)"
+            result.action = Action.DELETED
     finally:
         stage.elapsed_ms = (time.perf_counter() - started) * 1000
 
@@ -266,27 +303,12 @@ def _refuse(result: InboxResult, why: str) -> None:
     result.action = Action.SKIPPED
 
 
-def _stop(result: InboxResult, why: str) -> None:
+def _not_started(result: InboxResult, why: str, *, deadline: bool = False) -> None:
     stage = result.stages[-1]
-    stage.fail(FailureClass.DEADLINE, why, hint="raise --timeout")
-    result.action = Action.SKIPPED
-
-
-def mark_prune_interrupted(result: InboxResult) -> bool:
-    """Give an interrupted deletion its true state; ``False`` if ``result`` is no deletion."""
-    stages = [s for s in result.stages if s.stage is Stage.PRUNE]
-    if not stages or result.action is not None:
-        return bool(stages)
-    stage = stages[0]
-    if stage.facts.get("delete_state") == NOT_STARTED:
-        stage.status = Status.SKIPPED
-        stage.message = "not started: the run was interrupted; the inbox is still there"
-        result.action = Action.SKIPPED
+    message = f"not deleted: {why} before this deletion started; the inbox is still there"
+    if deadline:
+        stage.fail(FailureClass.DEADLINE, message, hint="raise --timeout")
     else:
-        stage.fail(
-            FailureClass.ROCKETCHAT,
-            "interrupted while deleting: the inbox may or may not be deleted",
-            hint="run again (or look in Rocket.Chat) to see",
-        )
-        result.action = Action.INTERRUPTED
-    return True
+        stage.status = Status.SKIPPED
+        stage.message = message
+    result.action = Action.NOT_STARTED
