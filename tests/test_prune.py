@@ -413,6 +413,31 @@ async def test_stop_during_a_deletion_lets_it_finish_and_starts_no_other(box: Sa
     assert len(_deletes(box)) == 1
 
 
+async def test_stop_during_the_probes_starts_no_deletion(box: Sandbox) -> None:
+    _seed(box, "old@example.com")
+    stop = Stop()
+    loaded = load_inboxes([str(box.inbox_file)])
+    target = SetOptions(
+        server=box.rocketchat_url,
+        credentials=TokenAuth(user_id=box.user_id, token=box.token),
+        prune=PruneOptions(enabled=True),
+    )
+    options = ProbeOptions(ca_file=box.ca_file, step_timeout=3, timeout=30)
+    seen: list[str] = []
+
+    def probed(result: object) -> None:
+        seen.append("probed")
+        stop.request(signal.SIGINT)  # as soon as the first inbox's probes are done
+
+    report = await set_inboxes(loaded.inboxes, options, target, stop=stop, on_inbox_done=probed)
+    assert seen
+    assert report.exit_code is ExitCode.STOPPED_SIGINT
+    [(email, action)] = _pruned(report)
+    assert (email, action) == ("old@example.com", Action.NOT_STARTED)
+    assert "stopped by SIGINT" in (report.inboxes[-1].stages[0].message or "")
+    assert _deletes(box) == []
+
+
 async def test_stop_with_a_deletion_unanswered_reads_it_back(box: Sandbox) -> None:
     """The DELETE went through, its answer never comes: after the grace, a read-back."""
     first, _second = _seed(box, "a@example.com", "b@example.com")

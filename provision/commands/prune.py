@@ -170,6 +170,9 @@ class Pruning:
         report.inboxes.extend(self.results)
         # Deletions to make (action None), or to show in a dry run (DELETE).
         planned = [r for r in self.results if r.action in (None, Action.DELETE)]
+        if stop.requested:  # the stop, not a failure, is why these are not deleted
+            self.stopped(report, str(stop.name))
+            return
         if failed and planned:
             why = f"{failed[0].name!r} <{failed[0].email}>"
             if len(failed) > 1:
