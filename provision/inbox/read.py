@@ -123,7 +123,7 @@ def _read_stdin(stream: IO[str] | None) -> str:
     try:
         if isinstance(stream, io.TextIOWrapper):
             # Bytes, so that non-UTF-8 input is reported like a file's whatever the locale.
-            return _decode(stream.buffer.read(_MAX_BYTES + 1))
+            return _decode(_capped(stream.buffer.read(_MAX_BYTES + 1)))
         text = stream.read(_MAX_BYTES + 1)
     except UnicodeDecodeError:
         raise ReadError("not valid UTF-8; send UTF-8 text") from None
