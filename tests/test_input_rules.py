@@ -249,7 +249,7 @@ def test_a_file_that_turns_into_a_fifo_after_the_check_is_not_waited_on(tmp_path
     assert out.strip() == "not a regular file"
 
 
-def test_standard_input_over_the_cap_is_refused_like_a_file(tmp_path: Path) -> None:
+def test_standard_input_over_the_cap_is_refused_like_a_file() -> None:
     """Piped input is read as bytes (sys.stdin's buffer): the same 1 MiB cap as a file,
     not a silent cut at 1 MiB."""
     big = b'{"inboxes": []}' + b" " * (1 << 20)
