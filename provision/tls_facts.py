@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ssl
 from typing import Any
 
 __all__ = ["cert_facts", "der_facts", "peercert_facts"]
@@ -183,7 +182,24 @@ def _san_names(entries: tuple[tuple[str, str], ...]) -> list[str]:
 
 
 def _cert_time(text: str) -> dt.datetime:
+    """OpenSSL's ``Dec  4 18:00:00 2026 GMT`` (``ssl.cert_time_to_seconds`` would load
+    ``_strptime`` and compile its patterns: some 3 ms for two dates)."""
     try:
-        return dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(text), dt.UTC)
-    except (ValueError, OverflowError, OSError):
+        month, day, clock, year, zone = text.split()
+        hour, minute, second = clock.split(":")
+        if zone != "GMT" or not second.isdigit():  # fractions: let the DER decide
+            raise _NotExact
+        return dt.datetime(
+            int(year),
+            _MONTHS.index(month) + 1,
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            tzinfo=dt.UTC,
+        )
+    except ValueError:
         raise _NotExact from None
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
