@@ -141,6 +141,19 @@ async def probe_all(
     ``time_left``: what remains of the run's deadline (``options.timeout`` when
     ``None``), for a caller that spent some of it before probing (``audit``).
     """
+    from provision.probes._shared import run_scope  # the probes' modules load lazily
+
+    async with run_scope():  # inboxes on one server share its certificate check
+        return await _probe_all(inboxes, options, input_warnings, on_inbox_done, time_left)
+
+
+async def _probe_all(
+    inboxes: Sequence[Inbox],
+    options: ProbeOptions,
+    input_warnings: Mapping[int, Sequence[Finding]] | None,
+    on_inbox_done: Callable[[InboxResult], None] | None,
+    time_left: float | None,
+) -> list[InboxResult]:
     loop = asyncio.get_running_loop()
     limit = options.timeout if time_left is None else time_left
     deadline = loop.time() + limit
