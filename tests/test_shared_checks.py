@@ -1,12 +1,16 @@
-"""The IMAP certificate check is made once per run for the inboxes of one server (same
-address, name, trust and certificate), and every inbox still reports its outcome."""
+"""What the inboxes of one run share: the IMAP certificate check, once per server (same
+address, name, trust and certificate), every inbox still reporting its outcome; and the
+lookup of a host name."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from provision.commands.check import check
 from provision.models import ImapSettings, Inbox, ProbeOptions, Secret, SmtpSettings
@@ -107,3 +111,34 @@ async def test_a_probe_outside_a_run_makes_its_own_check(
         await server.close()
 
     assert handshakes == [None, "localhost", None, "localhost"]
+
+
+async def test_a_name_is_resolved_once_per_run_and_an_address_never(
+    monkeypatch: pytest.MonkeyPatch, sandbox_ca: SandboxCA, ca_file: Path
+) -> None:
+    """The resolver is the one thing replaced (as in test_net): it counts the lookups."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    lookups: list[tuple[str, int]] = []
+
+    async def getaddrinfo(host: str, port: int, **kw: Any) -> list[Any]:
+        lookups.append((host, port))
+        if host != "mail.test":
+            return await real(host, port, **kw)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    server = await start_imap_server(
+        implicit_tls=True, tls_context=sandbox_ca.server_context(), user=USER, password=PASSWORD
+    )
+    inboxes = [_inbox(f"named {i}", server.port, "mail.test") for i in range(3)]
+    try:
+        report = await check(inboxes, ProbeOptions(ca_file=ca_file, concurrency=3))
+    finally:
+        await server.close()
+
+    # SMTP's 127.0.0.1 needs no lookup; IMAP's mail.test one for the three inboxes.
+    assert lookups == [("mail.test", server.port)]
+    for result in report.inboxes:
+        assert result.stages[1].steps[0].detail == "127.0.0.1"
+        assert result.stages[1].facts["address"] == f"127.0.0.1:{server.port}"

@@ -3,7 +3,9 @@ server only, never on the inbox.
 
 A hundred inboxes on one IMAP server present one certificate: the verifying handshake
 of the certificate check is the same for all of them, so a run makes it once per
-(address, name, trust, certificate) and every inbox reports its outcome. Within
+(address, name, trust, certificate) and every inbox reports its outcome. A host name
+is resolved once per run and port, as a resolver cache would answer (the default
+executor has 6 threads: 200 uncached lookups would queue behind each other). Within
 :func:`run_scope` (``commands.check.probe_all``) checks are shared; outside it (a probe
 called alone) each probe makes its own.
 """
@@ -16,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Hashable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-__all__ = ["run_scope", "shared_task"]
+__all__ = ["run_scope", "shared"]
 
 T = TypeVar("T")
 
@@ -43,21 +45,22 @@ async def run_scope() -> AsyncIterator[None]:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+        for task in checks.values():  # an error nobody waited for is not worth a log line
+            if not task.cancelled():
+                task.exception()
 
 
-def shared_task(
-    key: Hashable, start: Callable[[], Coroutine[Any, Any, T]]
-) -> tuple[asyncio.Task[T], bool]:
-    """The run's task for ``key``, started with ``start()`` if it is the first to ask.
+async def shared(key: Hashable, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``await start()``, made once per run for ``key``: later callers wait for the first.
 
-    Returns:
-        The task, and whether it is shared (then a waiter must not cancel it: wait
-        with ``asyncio.shield``, and leave it to :func:`run_scope`).
+    A caller that is cancelled (its step cap, the deadline) stops waiting; the shared
+    work goes on for the others, and :func:`run_scope` ends it if nobody is left.
     """
     checks = _RUN.get()
     if checks is None:
-        return asyncio.create_task(start()), False
+        return await start()
     task = checks.get(key)
     if task is None:
         task = checks[key] = asyncio.create_task(start())
-    return task, True
+    result: T = await asyncio.shield(task)
+    return result

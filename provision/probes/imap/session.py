@@ -19,7 +19,7 @@ from provision.models import ImapSettings, ProbeOptions, Secret
 from provision.probes import _net
 from provision.probes._certs import expiry_finding
 from provision.probes._scrub import scrub
-from provision.probes._shared import shared_task
+from provision.probes._shared import shared
 from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
 from provision.probes.failure import ProbeFailed
 from provision.probes.imap.classify import (
@@ -112,7 +112,6 @@ class ImapRun:
         self.sock: socket.socket | None = None
         self.peer: tuple[int, Any] | None = None
         self.cert_task: asyncio.Task[_CertCheck] | None = None
-        self.cert_shared = False
         #: The certificate of the probe's own session, described once the check is done.
         self.der: bytes | None = None
         self.early_confirm: asyncio.Task[Greeting | None] | None = None
@@ -192,7 +191,7 @@ class ImapRun:
         # The same address, name, trust and certificate verify the same way: one check
         # per run for all inboxes on this server (_shared), concurrent with the login.
         key = ("imap-certificate", self.peer, self.imap.server, self.options.ca_file, self.der)
-        self.cert_task, self.cert_shared = shared_task(key, self._check_certificate)
+        self.cert_task = asyncio.create_task(shared(key, self._check_certificate))
 
     async def _greeting(self) -> Greeting:
         proto = self._proto()
@@ -507,12 +506,11 @@ class ImapRun:
             return
         current = asyncio.current_task()
         if current is not None and current.cancelling() and not task.done():
-            if not self.cert_shared:  # the run's scope ends a shared one
-                task.cancel()  # the whole probe is being abandoned: do not wait for the check
-                await asyncio.wait({task})
+            task.cancel()  # the whole probe is being abandoned: do not wait for the check
+            await asyncio.wait({task})
             self._describe_certificate(None)
             return
-        check = await (asyncio.shield(task) if self.cert_shared else task)
+        check = await task
         self._describe_certificate(check)
         self.facts["certificate_verified"] = check.verified
         self.facts["certificate_check"] = check.reason
