@@ -141,8 +141,16 @@ async def probe_all(
     ``time_left``: what remains of the run's deadline (``options.timeout`` when
     ``None``), for a caller that spent some of it before probing (``audit``).
     """
+    from provision import tls
     from provision.probes._shared import run_scope  # the probes' modules load lazily
 
+    if inboxes:
+        # Reading the system CA store takes some 20 ms of CPU, in a thread that mostly
+        # runs without the GIL: started now, it overlaps the import of the protocol
+        # libraries (probe_inbox) instead of holding up the first STARTTLS.
+        tls.warm_probe_context(options.ca_file, verify=options.smtp_verify)
+        if not options.smtp_verify:  # the IMAP certificate check always verifies
+            tls.warm_probe_context(options.ca_file)
     async with run_scope():  # inboxes on one server share its certificate check
         return await _probe_all(inboxes, options, input_warnings, on_inbox_done, time_left)
 
