@@ -9,7 +9,7 @@ no traceback reaches the user (typer's locals display is off: it can show secret
 from __future__ import annotations
 
 import contextlib
-import logging
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -47,6 +47,8 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
 
 if TYPE_CHECKING:
+    import logging
+
     from typer.models import CommandInfo
 
     from provision.errors import RocketChatCallError
@@ -734,23 +736,30 @@ def _config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
     raise typer.Exit(int(ExitCode.USAGE))
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
+@functools.cache
+def _stderr_handler() -> type[logging.Handler]:
+    """The handler class, made on first use: ``--version`` and ``--help`` need no logging."""
+    import logging
 
-    def format(self, record: logging.LogRecord) -> str:
-        from provision.render.terminal import safe_text
+    class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+        """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
 
-        text = safe_text(super().format(record))
-        # On a terminal, first erase a progress line ("[10/10] probed; submitting...").
-        return "\r\x1b[K" + text if _is_terminal(sys.stderr) else text
+        def format(self, record: logging.LogRecord) -> str:
+            from provision.render.terminal import safe_text
 
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
+            text = safe_text(super().format(record))
+            # On a terminal, first erase a progress line ("[10/10] probed; submitting...").
+            return "\r\x1b[K" + text if _is_terminal(sys.stderr) else text
 
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
+        @property
+        def stream(self) -> Any:
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value: Any) -> None:
+            pass
+
+    return _StderrHandler
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -765,10 +774,13 @@ def _setup_logging(verbose: bool) -> None:
 
     One handler, however often called.
     """
+    import logging
+
+    handler_type = _stderr_handler()
     logger = logging.getLogger("provision")
-    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    handler = next((h for h in logger.handlers if isinstance(h, handler_type)), None)
     if handler is None:
-        handler = _StderrHandler()
+        handler = handler_type()
         logger.addHandler(handler)
     handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if verbose:
