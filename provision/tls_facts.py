@@ -87,7 +87,9 @@ def peercert_facts(peercert: dict[str, Any], der: bytes) -> dict[str, Any]:
     """
     subject, issuer = peercert.get("subject"), peercert.get("issuer")
     not_before, not_after = peercert.get("notBefore"), peercert.get("notAfter")
-    if not (subject and issuer and isinstance(not_before, str) and isinstance(not_after, str)):
+    if subject is None or issuer is None:  # () is an empty name, which RFC 5280 allows
+        raise _NotExact
+    if not (isinstance(not_before, str) and isinstance(not_after, str)):
         raise _NotExact
     start, end = _cert_time(not_before), _cert_time(not_after)
     return {

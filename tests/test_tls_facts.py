@@ -55,7 +55,9 @@ def _trusting(ca: trustme.CA) -> ssl.SSLContext:
     return ctx
 
 
-def _self_signed(name: x509.Name, tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def _self_signed(
+    name: x509.Name, tmp_path: Path, *, san_critical: bool = False
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A self-signed ``localhost`` certificate with ``name``: (server, trusting client)."""
     key = ec.generate_private_key(ec.SECP256R1())
     san = [
@@ -73,7 +75,7 @@ def _self_signed(name: x509.Name, tmp_path: Path) -> tuple[ssl.SSLContext, ssl.S
         .serial_number(x509.random_serial_number())
         .not_valid_before(dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
         .not_valid_after(dt.datetime(2060, 6, 30, 12, 34, 56, tzinfo=dt.UTC))  # GeneralizedTime
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.SubjectAlternativeName(san), critical=san_critical)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -147,6 +149,18 @@ async def test_unusual_names_give_the_same_facts_either_way(tmp_path: Path) -> N
     assert facts["names"] == ["localhost", "mail.example.com", "127.0.0.1", "2001:db8::1"]
     assert facts["self_signed"] is True
     assert facts["not_after"] == "2060-06-30T12:34:56+00:00"
+
+
+async def test_an_empty_subject_gives_the_same_facts_either_way(tmp_path: Path) -> None:
+    """RFC 5280 allows an empty subject when the names are in a critical SAN."""
+    server, client = _self_signed(x509.Name([]), tmp_path, san_critical=True)
+
+    der, peercert = await _session(server, client)
+
+    facts = peercert_facts(peercert, der)
+    assert facts == der_facts(der)
+    assert facts["subject"] == ""
+    assert facts["self_signed"] is True
 
 
 async def test_a_name_the_dict_cannot_render_exactly_falls_back_to_the_der(
