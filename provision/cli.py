@@ -12,7 +12,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -28,13 +28,16 @@ from provision.cli_options import (
     ConcurrencyOpt,
     EhloOpt,
     EnvelopeOpt,
+    EveryOpt,
     JsonOpt,
     JunitOpt,
+    MetricsOpt,
     NoVerifyOpt,
     QuietOpt,
     RoundTripOpt,
     RoundTripTimeoutOpt,
     Run,
+    ServeOpt,
     ServerOpt,
     StepTimeoutOpt,
     StrictOpt,
@@ -56,7 +59,9 @@ if TYPE_CHECKING:
     from provision.models import ProbeOptions
     from provision.render.ci import CiOutputs
     from provision.results import Report
+    from provision.rocketchat.credentials import Credentials
     from provision.sandbox.runner import Sandbox
+    from provision.stopping import Stop
 
 __all__ = ["app", "main"]
 
@@ -91,7 +96,7 @@ def _root(
     Exit codes: 0 ok, 2 bad input, 10 DNS, 11 connect, 12 TLS/certificate,
     13 protocol or TLS-mode mismatch, 14 authentication, 15 mailbox/sender,
     16 transient (4xx, throttling, timeouts), 17 discover found nothing usable, 18 drift,
-    20 Rocket.Chat API.
+    20 Rocket.Chat API; 129, 130, 143 stopped by SIGHUP, SIGINT, SIGTERM.
     """
 
 
@@ -109,6 +114,9 @@ def check(
     envelope: EnvelopeOpt = False,
     round_trip: RoundTripOpt = False,
     round_trip_timeout: RoundTripTimeoutOpt = 60.0,
+    metrics: MetricsOpt = None,
+    serve: ServeOpt = None,
+    every: EveryOpt = None,
 ) -> None:
     """Log into the SMTP and IMAP server of each inbox exactly as Rocket.Chat would."""
     if offline and run.sandbox:
@@ -118,13 +126,32 @@ def check(
             "--offline logs into nothing; --envelope and --round-trip need the network",
             run.json_output,
         )
-    options, ci = _start(run, "check")
-    options = _probe_extras(
-        options, envelope=envelope, round_trip=round_trip, round_trip_timeout=round_trip_timeout
-    )
-    work = _check_offline(run, options) if offline else _check(run, options, ci)
-    report = _run(work, run.json_output, ci)
-    _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
+    extras = {
+        "envelope": envelope,
+        "round_trip": round_trip,
+        "round_trip_timeout": round_trip_timeout,
+    }
+    if serve is not None or every is not None:
+        if "-" in (run.files or []):
+            _usage_error("--serve reads the inbox files each round: give files, not '-'", False)
+        others = {"--offline": offline, "--metrics": metrics is not None}
+        _watch(
+            run,
+            "check",
+            serve,
+            every,
+            others,
+            lambda o, stop: _check(run, _probe_extras(o, **extras), _silent_ci("check"), stop),
+            validate=(lambda: _load_files(run.files or [])) if run.files else None,
+        )
+    options, ci = _start(run, "check", metrics=metrics)
+    options = _probe_extras(options, **extras)
+    from provision.stopping import handling_signals
+
+    with handling_signals() as stop:
+        work = _check_offline(run, options) if offline else _check(run, options, ci, stop)
+        report = _run(work, run.json_output, ci, stop)
+        _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
 @app.command(name="set", cls=FastCommand, **command_help("set"))
@@ -165,23 +192,17 @@ def set_command(
         "send_test": send_test,
         "wait_active": wait_active,
     }
-    from provision.results import Report
+    from provision.stopping import handling_signals
 
-    progress = Report(command="set", strict=run.strict)
-    coro = _set(run, server or "", two_factor_code, switches, options, progress, ci)
-    try:
-        report = _run(coro, run.json_output, ci)
-    except KeyboardInterrupt:
-        from provision.commands.set import mark_interrupted
-
-        mark_interrupted(progress)
-        typer.echo("interrupted: the report shows what was written", err=True)
-        _finish_ci(ci, progress)
-        _emit(progress, run.json_output, code=130, quiet=run.quiet)
-    _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
+    with handling_signals() as stop:
+        coro = _set(run, server or "", two_factor_code, switches, options, ci, stop)
+        report = _run(coro, run.json_output, ci, stop)
+        _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
 
 
-def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeOptions, CiOutputs]:
+def _start(
+    run: Run, command: str, *, server: str | None = None, metrics: Path | None = None
+) -> tuple[ProbeOptions, CiOutputs]:
     """Check what can be checked before any I/O; the probe options and CI outputs."""
     _setup_logging(run.verbose)
     if command != "audit" and not run.files and not run.sandbox:
@@ -210,10 +231,73 @@ def _start(run: Run, command: str, *, server: str | None = None) -> tuple[ProbeO
             smtp_verify=not run.smtp_no_verify,
             cert_days=run.cert_days,
         )
-        # A --junit path that cannot be written is exit 2 now, before any probe.
-        return options, CiOutputs.from_environ(command, run.junit)
+        # A --junit or --metrics path that cannot be written is exit 2 now, before any probe.
+        return options, CiOutputs.from_environ(command, run.junit, metrics=metrics)
     except ConfigError as exc:
         _config_error(exc.problems, run.json_output)
+
+
+def _watch(
+    run: Run,
+    command: str,
+    address: str | None,
+    every: str | None,
+    others: dict[str, bool],
+    one_round: Callable[[ProbeOptions, Stop], Coroutine[Any, Any, Report]],
+    *,
+    validate: Callable[[], object] | None = None,
+) -> NoReturn:
+    """``--serve``: the exporter (``provision.watch``) until SIGTERM, SIGINT or SIGHUP; exit 0."""
+    given = [name for name, on in {**others, "--json": run.json_output}.items() if on]
+    given += ["--junit"] if run.junit else []
+    if address is None:
+        _usage_error("--every needs --serve ADDR:PORT", run.json_output)
+    if given:
+        _usage_error(f"--serve serves each round's metrics; do not give {', '.join(given)}", False)
+    from provision.watch import Exporter, parse_duration, parse_listen
+
+    try:
+        host, port = parse_listen(address)
+        interval = parse_duration(every or "5m")
+    except ValueError as exc:
+        _usage_error(str(exc), False)
+    options, _ci = _start(run, command)
+    if validate is not None:  # bad input is exit 2 now, not a failed round later
+        try:
+            validate()
+        except ConfigError as exc:
+            _config_error(exc.problems, False)
+    from provision.stopping import handling_signals
+
+    _small_tls_buffers()
+    # The first SIGTERM/SIGINT/SIGHUP stops the exporter (a round in flight is cancelled;
+    # exit 0: its normal end); a second ends the process at once (provision.stopping).
+    with handling_signals() as stop:
+        exporter = Exporter(
+            lambda: one_round(options, stop),
+            command=command,
+            every=interval,
+            deadline=run.timeout,
+            log=_say,  # control characters from input (a bad file's problems) escaped
+        )
+        try:
+            stop.run(exporter.run(host, port, stop=stop))
+        except ConfigError as exc:
+            _config_error(exc.problems, False)
+    raise typer.Exit(0)
+
+
+def _load_files(files: list[str]) -> LoadResult:
+    from provision.inbox import load_inboxes
+
+    return load_inboxes(files)
+
+
+def _silent_ci(command: str) -> CiOutputs:
+    """CI outputs that write nothing: a round of ``--serve`` shows no progress."""
+    from provision.render.ci import CiOutputs
+
+    return CiOutputs(command=command)
 
 
 def _probe_extras(options: ProbeOptions, **extras: Any) -> ProbeOptions:
@@ -235,13 +319,15 @@ def _check_ca_file(path: Path | None) -> Path | None:
 
 @contextlib.asynccontextmanager
 async def _inputs(
-    run: Run, options: ProbeOptions
+    run: Run, options: ProbeOptions, stop: Stop
 ) -> AsyncIterator[tuple[LoadResult, ProbeOptions, Sandbox | None]]:
     """The inboxes to run: the files, or those of a sandbox started for the run (and its CA)."""
     from provision.inbox import load_inboxes
 
     if not run.sandbox:
-        yield load_inboxes(run.files or []), options, None
+        with stop.interruptible():  # standard input may never end
+            loaded = load_inboxes(run.files or [])
+        yield loaded, options, None
         return
     import dataclasses
 
@@ -252,15 +338,16 @@ async def _inputs(
         yield loaded, dataclasses.replace(options, ca_file=options.ca_file or box.ca_file), box
 
 
-async def _check(run: Run, options: ProbeOptions, ci: CiOutputs) -> Report:
+async def _check(run: Run, options: ProbeOptions, ci: CiOutputs, stop: Stop) -> Report:
     from provision.commands.check import check as run_check
 
-    async with _inputs(run, options) as (loaded, options, _box):
+    async with _inputs(run, options, stop) as (loaded, options, _box):
         return await run_check(
             loaded.inboxes,
             options,
             input_warnings=loaded.warnings,
             on_inbox_done=ci.started(loaded.inboxes),
+            stop=stop,
         )
 
 
@@ -286,18 +373,17 @@ async def _set(
     code: str | None,
     switches: dict[str, Any],
     options: ProbeOptions,
-    progress: Report,
     ci: CiOutputs,
+    stop: Stop,
 ) -> Report:
     from provision.commands.set import SetOptions, set_inboxes
     from provision.rocketchat.credentials import (
-        Credentials,
         TokenAuth,
         check_url,
         credentials_from_env,
     )
 
-    async with _inputs(run, options) as (loaded, options, box):
+    async with _inputs(run, options, stop) as (loaded, options, box):
         credentials: Credentials
         if box is None:
             credentials = credentials_from_env(os.environ, code=code)
@@ -311,8 +397,8 @@ async def _set(
             options,
             target,
             input_warnings=loaded.warnings,
-            progress=progress,
             on_inbox_done=ci.started(loaded.inboxes),
+            stop=stop,
         )
 
 
@@ -352,6 +438,9 @@ def audit_command(
     two_factor_code: TwoFactorOpt = None,
     junit: JunitOpt = None,
     verbose: VerboseOpt = False,
+    metrics: MetricsOpt = None,
+    serve: ServeOpt = None,
+    every: EveryOpt = None,
 ) -> None:
     """Probe every inbox stored in Rocket.Chat with its stored settings, exactly as `check`.
 
@@ -378,15 +467,31 @@ def audit_command(
         junit=junit,
         cert_days=cert_days,
     )
-    options, ci = _start(run, "audit")
+    if serve is not None or every is not None:
+        # Credentials, URL and --against files are checked before listening (exit 2).
+        _watch(
+            run,
+            "audit",
+            serve,
+            every,
+            {"--metrics": metrics is not None},
+            lambda o, _stop: _audit(
+                server, emails or [], against, allow_http, two_factor_code, o, _silent_ci("audit")
+            ),
+            validate=lambda: _audit_inputs(server, against, allow_http, two_factor_code),
+        )
+    options, ci = _start(run, "audit", metrics=metrics)
     from provision.errors import RocketChatCallError
+    from provision.stopping import handling_signals
 
-    coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
-    try:
-        report = _run(coro, json_output, ci)
-    except RocketChatCallError as exc:
-        _rocketchat_error(exc, json_output, ci)
-    _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
+    with handling_signals() as stop:
+        coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
+        try:
+            # A stop ends the audit whole (a report of no inboxes, stopped_by set).
+            report = _run(coro, json_output, ci, stop, stoppable=True)
+        except RocketChatCallError as exc:
+            _rocketchat_error(exc, json_output, ci)
+        _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
 
 
 async def _audit(
@@ -399,12 +504,8 @@ async def _audit(
     ci: CiOutputs,
 ) -> Report:
     from provision.commands.audit import AuditTarget, audit_inboxes
-    from provision.inbox import load_inboxes
-    from provision.rocketchat.credentials import check_url, credentials_from_env
 
-    credentials = credentials_from_env(os.environ, code=code)
-    check_url(server, allow_http=allow_http)
-    loaded = load_inboxes(against) if against else None
+    credentials, loaded = _audit_inputs(server, against, allow_http, code)
     target = AuditTarget(
         server=server,
         credentials=credentials,
@@ -418,6 +519,22 @@ async def _audit(
         against_files=against or (),
         started=ci.started,
     )
+
+
+def _audit_inputs(
+    server: str, against: list[str] | None, allow_http: bool, code: str | None
+) -> tuple[Credentials, LoadResult | None]:
+    """What ``audit`` reads before any I/O: the credentials, the URL, the --against files.
+
+    Raises:
+        ConfigError: any of them is missing or wrong.
+    """
+    from provision.inbox import load_inboxes
+    from provision.rocketchat.credentials import check_url, credentials_from_env
+
+    credentials = credentials_from_env(os.environ, code=code)
+    check_url(server, allow_http=allow_http)
+    return credentials, load_inboxes(against) if against else None
 
 
 def _rocketchat_error(exc: RocketChatCallError, json_output: bool, ci: CiOutputs) -> NoReturn:
@@ -502,21 +619,24 @@ def discover_command(
         ca_file=_check_ca_file(ca_file),
         ehlo_name=ehlo_name,
     )
-    import asyncio
-
     from provision.commands.discover import discover
     from provision.render.discover import render_discover_json, render_discover_table
+    from provision.stopping import Stopped, handling_signals
 
     try:
-        result = asyncio.run(
-            discover(
-                address,
-                options,
-                username=username,
-                password_from=password_from,
-                login=password_from is not None,
+        with handling_signals() as stop:
+            result = stop.run(
+                discover(
+                    address,
+                    options,
+                    username=username,
+                    password_from=password_from,
+                    login=password_from is not None,
+                ),
+                stoppable=True,
             )
-        )
+    except Stopped:
+        _stopped_early("discover", stop, json_output)
     except ValueError as exc:
         _usage_error(str(exc), json_output)
     except ConfigError as exc:
@@ -551,22 +671,23 @@ def sandbox_command(
     ] = None,
 ) -> None:
     """Run local SMTP and IMAP servers with a throw-away CA, and a Rocket.Chat double,
-    until interrupted.
+    until stopped (Ctrl-C, SIGTERM, SIGHUP; its files are removed then).
 
     The directory holds inboxes.yaml (the sandbox's inboxes), ca.pem (its CA) and
     rocketchat.env (the double's URL and token, for `set` and `export`); it prints the
     commands that use them.
     """
-    import asyncio
-
     from provision.cli_help import invocation
     from provision.sandbox.runner import serve_forever
+    from provision.stopping import Stopped, handling_signals
 
-    try:
-        asyncio.run(serve_forever(directory, announce=typer.echo, program=invocation()))
-    except KeyboardInterrupt:
-        typer.echo("sandbox stopped", err=True)
-    raise typer.Exit(0)
+    with handling_signals() as stop, contextlib.suppress(Stopped):
+        stop.run(
+            serve_forever(directory, announce=typer.echo, program=invocation()), stoppable=True
+        )
+    # Its files (the password and the token among them) went with it.
+    typer.echo(f"sandbox stopped by {stop.name}; its files are removed", err=True)
+    raise typer.Exit(stop.exit_code)
 
 
 @app.command(name="export", cls=FastCommand, **command_help("export"))
@@ -602,25 +723,29 @@ def export_command(
         _usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", False)
     if output is not None and output.exists() and not force:
         _usage_error(f"{output} exists; give --force to overwrite it", False)
-    import asyncio
     import dataclasses
 
     from provision.commands.export import export_inboxes
     from provision.errors import RocketChatCallError
     from provision.rocketchat.credentials import check_url, credentials_from_env
+    from provision.stopping import Stopped, handling_signals
 
     try:
         credentials = credentials_from_env(os.environ, code=two_factor_code)
         check_url(server, allow_http=allow_http)
-        result = asyncio.run(
-            export_inboxes(
-                server,
-                credentials,
-                ca_file=_check_ca_file(ca_file),
-                allow_http=allow_http,
-                time_limit=timeout,
+        with handling_signals() as stop:
+            result = stop.run(
+                export_inboxes(
+                    server,
+                    credentials,
+                    ca_file=_check_ca_file(ca_file),
+                    allow_http=allow_http,
+                    time_limit=timeout,
+                ),
+                stoppable=True,
             )
-        )
+    except Stopped:
+        _stopped_early("export", stop, False)
     except ConfigError as exc:
         _config_error(exc.problems, False)
     except RocketChatCallError as exc:
@@ -674,12 +799,23 @@ def _small_tls_buffers() -> None:
         asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
 
-def _run(coro: Coroutine[Any, Any, Report], json_output: bool, ci: CiOutputs) -> Report:
-    import asyncio
-
+def _run(
+    coro: Coroutine[Any, Any, Report],
+    json_output: bool,
+    ci: CiOutputs,
+    stop: Stop,
+    *,
+    stoppable: bool = False,
+) -> Report:
     _small_tls_buffers()
+    from provision.stopping import Stopped
+
     try:
-        return asyncio.run(coro)
+        return stop.run(coro, stoppable=stoppable)
+    except Stopped:  # before any inbox was read (or a stoppable run): none, stopped
+        from provision.results import Report
+
+        return Report(command=ci.command, settings={"stopped_by": stop.name})
     except ConfigError as exc:
         failed = ci.failed_input(exc.problems)
         if failed:
@@ -695,6 +831,17 @@ def _finish_ci(ci: CiOutputs, report: Report) -> int | None:
     _say(f"error: {failed}")
     # The JUnit file was asked for: a run that passed without it is a usage failure.
     return int(report.exit_code) or int(ExitCode.USAGE)
+
+
+def _stopped_early(command: str, stop: Stop, json_output: bool) -> NoReturn:
+    """A command with nothing to report yet was stopped: say so, write nothing, exit."""
+    typer.echo(f"{command}: stopped by {stop.name}; nothing was written", err=True)
+    if json_output:
+        import json
+
+        doc = {"ok": False, "exit_code": stop.exit_code, "stopped_by": stop.name}
+        typer.echo(json.dumps(doc, indent=2))
+    raise typer.Exit(stop.exit_code)
 
 
 def _emit(
@@ -791,6 +938,17 @@ def _setup_logging(verbose: bool) -> None:
         logger.setLevel(logging.NOTSET)
 
 
+def _exit_past_hung_threads(done: SystemExit) -> None:
+    """A stopped run whose resolver threads still hang: its report is out, so end now
+    instead of joining them (the interpreter would, for as long as they hang)."""
+    stopping = sys.modules.get("provision.stopping")  # loaded only by a command that ran
+    if stopping is None or not stopping.threads_left():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(done.code if isinstance(done.code, int) else int(ExitCode.INTERNAL))
+
+
 def _commands_needed(args: list[str]) -> list[CommandInfo] | None:
     """The registered commands a run needs, or None for all of them.
 
@@ -835,6 +993,9 @@ def main() -> None:
     try:
         with _only_needed_commands(sys.argv[1:]):
             app()
+    except SystemExit as done:
+        _exit_past_hung_threads(done)
+        raise
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None

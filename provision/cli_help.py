@@ -29,7 +29,12 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NOTHING_FOUND: "discover found no usable SMTP or IMAP server",
     ExitCode.DRIFT: "audit: stored inboxes differ from the files (nothing worse failed)",
     ExitCode.ROCKETCHAT: "Rocket.Chat's API refused or failed",
+    ExitCode.STOPPED_SIGHUP: "stopped by SIGHUP (the report says what was done)",
+    ExitCode.STOPPED_SIGINT: "stopped by SIGINT, Ctrl-C (the report says what was done)",
+    ExitCode.STOPPED_SIGTERM: "stopped by SIGTERM (the report says what was done)",
 }
+#: A signal stops every command but ``schema`` (``provision.stopping``).
+_STOPPED = (ExitCode.STOPPED_SIGHUP, ExitCode.STOPPED_SIGINT, ExitCode.STOPPED_SIGTERM)
 
 _PROBE_CODES = (
     ExitCode.OK,
@@ -66,8 +71,9 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision check inboxes.yaml --ca-file corp-ca.pem --junit report.xml",
             "provision check --offline inboxes/*.yaml      # input rules only",
             "provision check inbox.yaml --envelope --round-trip  # send as it, mail to itself",
+            "provision check inboxes.yaml --serve :9188 --every 5m  # a Prometheus exporter",
         ),
-        _PROBE_CODES,
+        (*_PROBE_CODES, *_STOPPED),
     ),
     "set": (
         "Probe each inbox, then create or update it in Rocket.Chat.",
@@ -75,7 +81,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision set inboxes.yaml --server https://chat.example.com",
             "provision set inboxes.yaml --dry-run          # probe and plan, write nothing",
         ),
-        (*_PROBE_CODES, ExitCode.ROCKETCHAT),
+        (*_PROBE_CODES, ExitCode.ROCKETCHAT, *_STOPPED),
     ),
     "discover": (
         "Find an address's mail servers and write its inbox file.",
@@ -83,7 +89,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision discover support@example.com > inbox.yaml",
             "provision discover support@example.com --password-from SUPPORT_PASSWORD -o inbox.yaml",
         ),
-        (*_PROBE_CODES, ExitCode.NOTHING_FOUND),
+        (*_PROBE_CODES, ExitCode.NOTHING_FOUND, *_STOPPED),
     ),
     "sandbox": (
         "Run local mail servers and a Rocket.Chat double to try provision.",
@@ -91,7 +97,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision sandbox                             # until Ctrl-C",
             "provision check --sandbox                     # or start one just for a run",
         ),
-        (ExitCode.OK, ExitCode.USAGE),
+        (ExitCode.USAGE, *_STOPPED),
     ),
     "export": (
         "Write Rocket.Chat's inboxes as an inbox file (no passwords).",
@@ -99,7 +105,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision export --server https://chat.example.com -o inboxes.yaml",
             "provision export --server https://chat.example.com --json",
         ),
-        (ExitCode.OK, ExitCode.USAGE, ExitCode.ROCKETCHAT),
+        (ExitCode.OK, ExitCode.USAGE, ExitCode.ROCKETCHAT, *_STOPPED),
     ),
     "audit": (
         "Probe the inboxes stored in Rocket.Chat as check does; find drift.",
@@ -108,7 +114,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
             "provision audit --email support@example.com --json",
             "provision audit --against inboxes.yaml --junit audit.xml   # drift is exit 18",
         ),
-        (*_PROBE_CODES, ExitCode.DRIFT, ExitCode.ROCKETCHAT),
+        (*_PROBE_CODES, ExitCode.DRIFT, ExitCode.ROCKETCHAT, *_STOPPED),
     ),
     "schema": (
         "Print the JSON Schema of the inbox file.",

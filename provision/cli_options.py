@@ -16,6 +16,9 @@ __all__ = [
     "AllowHttpOpt",
     "CaFileOpt",
     "FilesArg",
+    "EveryOpt",
+    "MetricsOpt",
+    "ServeOpt",
     "Run",
     "ServerOpt",
     "TimeoutOpt",
@@ -196,6 +199,36 @@ ServerOpt = Annotated[
     ),
 ]
 
+MetricsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics",
+        metavar="FILE",
+        help="Also write Prometheus metrics to FILE, atomically (for node_exporter's "
+        "textfile collector: name it *.prom).",
+        show_default=False,
+    ),
+]
+ServeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--serve",
+        metavar="ADDR:PORT",
+        help="Run as a Prometheus exporter until SIGTERM: serve the last round's metrics "
+        "at http://ADDR:PORT/metrics and run a round every --every.",
+        show_default=False,
+    ),
+]
+EveryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--every",
+        metavar="DURATION",
+        help="With --serve: time from one round's start to the next (30s, 5m, 1h; "
+        "default 5m). Rounds never overlap.",
+        show_default=False,
+    ),
+]
 
 # Beyond the login (issue 11): check and set take --envelope, check the round trip;
 # ``provision audit`` can reuse them. They land in ProbeOptions (see _probe_extras in cli).

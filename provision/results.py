@@ -103,8 +103,9 @@ class Action(StrEnum):
     # dry run
     CREATE = "create"
     UPDATE = "update"
-    # the run was interrupted before this inbox's write was confirmed
-    INTERRUPTED = "interrupted (not confirmed written)"
+    # a stopped run (SIGINT, SIGTERM, SIGHUP), or a write whose answer was lost
+    NOT_STARTED = "not-started"  #: stopped before anything was sent for this inbox
+    UNKNOWN = "unknown"  #: a write was sent, its outcome is not known: rerun (it converges)
 
 
 class ExitCode(IntEnum):
@@ -123,6 +124,10 @@ class ExitCode(IntEnum):
     NOTHING_FOUND = 17  #: ``discover``: no usable SMTP or no usable IMAP server
     DRIFT = 18  #: ``audit``: stored inboxes differ from the files, or an address is not stored
     ROCKETCHAT = 20
+    # stopped by a signal: 128 + its number (``provision.stopping``)
+    STOPPED_SIGHUP = 129
+    STOPPED_SIGINT = 130
+    STOPPED_SIGTERM = 143
 
 
 class FailureClass(StrEnum):
@@ -414,15 +419,13 @@ class InboxResult:
     def extra(self) -> dict[str, Any]:
         """What ``set`` adds to the JSON: ``action`` and ``id`` (none for ``check``).
 
-        An inbox interrupted before its write has an action but no id.
+        An inbox not written (not started, or created with an unknown outcome) has no id.
         """
         out: dict[str, Any] = {}
         if self.rocketchat is not None:
             out["rocketchat"] = self.rocketchat.to_json()
         if self.action is None:
             return out
-        if self.action is Action.INTERRUPTED:
-            return {**out, "action": self.action}
         return {**out, "action": self.action, "id": self.inbox_id}
 
     def status(self, *, strict: bool = False) -> Status:
@@ -480,9 +483,17 @@ class Report:
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
+    def stopped_by(self) -> str | None:
+        """The signal that stopped the run (``settings.stopped_by``: ``"SIGTERM"``), or ``None``."""
+        value = self.settings.get("stopped_by")
+        return value if isinstance(value, str) else None
+
+    @property
     def exit_code(self) -> ExitCode:
-        """The first failing inbox in input order decides; drift (18) only when nothing else
-        failed."""
+        """The stopping signal's code, else the first failing inbox in input order decides;
+        drift (18) only when nothing else failed."""
+        if self.stopped_by is not None:
+            return ExitCode[f"STOPPED_{self.stopped_by}"]
         drift = False
         for inbox in self.inboxes:
             code = inbox.exit_code(strict=self.strict)

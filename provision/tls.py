@@ -107,8 +107,11 @@ def warm_probe_context(
         if len(_probe_contexts) >= _MAX_PROBE_CONTEXTS:  # CA files rewritten or many runs
             del _probe_contexts[next(iter(_probe_contexts))]
         _probe_contexts[key] = future
+    # Not a daemon: a run that ends before the build does (every port closed) waits the
+    # few ms it has left at exit, instead of finalizing the interpreter under OpenSSL
+    # (a child exited -11 that way once, under load, in tests/test_metrics.py).
     threading.Thread(
-        target=_build_into, args=(future, ca_file, verify), name="provision-tls", daemon=True
+        target=_build_into, args=(future, ca_file, verify), name="provision-tls", daemon=False
     ).start()
     return future
 

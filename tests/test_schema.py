@@ -169,8 +169,8 @@ def _inbox_documents() -> list[Path]:
     """The inbox files under examples/ (CI workflows there are YAML too, but not these)."""
     found = []
     for path in sorted((ROOT / "examples").glob("**/*.y*ml")):
-        document = yaml.safe_load(path.read_text())
-        if isinstance(document, dict) and ("inboxes" in document or "smtp" in document):
+        documents = list(yaml.safe_load_all(path.read_text()))  # Kubernetes: several
+        if any(isinstance(d, dict) and ("inboxes" in d or "smtp" in d) for d in documents):
             found.append(path)
     return found
 

@@ -77,6 +77,7 @@ def test_check_of_a_json_file_imports_only_what_it_needs(one_inbox: Path) -> Non
     heavy = {"pydantic", "pydantic_core", "httpx", "rich", "uvicorn", "aiosmtpd", "pymap"}
     # No YAML parser for a JSON file; no certificate parser when no certificate was seen.
     heavy |= {"yaml", "cryptography", "trustme"}
+    heavy |= {"prometheus_client"}  # only with --metrics or --serve
     assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
     unused = ("rocketchat", "sandbox", "inbox.yaml_lines", "inbox.schema", "commands.set")
     unused += ("render.junit", "render.github", "render.json", "render.progress")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from provision.models import Inbox, ProbeOptions
 from provision.results import (
@@ -22,6 +23,9 @@ from provision.results import (
     Status,
 )
 
+if TYPE_CHECKING:
+    from provision.stopping import Stop
+
 __all__ = [
     "OfflineEnviron",
     "check",
@@ -29,6 +33,7 @@ __all__ = [
     "probe_all",
     "probe_inbox",
     "report_settings",
+    "stopped_probes",
 ]
 
 #: Extra time past the deadline before a probe that ignored it is abandoned. Steps
@@ -104,6 +109,7 @@ async def check(
     *,
     input_warnings: Mapping[int, Sequence[Finding]] | None = None,
     on_inbox_done: Callable[[InboxResult], None] | None = None,
+    stop: Stop | None = None,
 ) -> Report:
     """Probe every inbox and return the report (``provision check`` as a library call).
 
@@ -114,6 +120,8 @@ async def check(
         on_inbox_done: called with each inbox's result as soon as its probes finish
             (in completion order, on the event loop; progress displays use it). Not
             called for inboxes abandoned at the deadline.
+        stop: a stop (``provision.stopping``) ends the probes in flight; those not
+            finished are ``skipped`` and ``settings.stopped_by`` names the signal.
 
     Returns:
         A :class:`~provision.results.Report`; it never raises for network outcomes.
@@ -122,8 +130,10 @@ async def check(
     started = time.perf_counter()
     report = Report(command="check", strict=options.strict, settings=report_settings(options))
     report.inboxes = await probe_all(
-        inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done
+        inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done, stop=stop
     )
+    if stop is not None and stop.requested:
+        report.settings["stopped_by"] = stop.name
     report.elapsed_ms = (time.perf_counter() - started) * 1000
     return report
 
@@ -135,6 +145,7 @@ async def probe_all(
     input_warnings: Mapping[int, Sequence[Finding]] | None = None,
     on_inbox_done: Callable[[InboxResult], None] | None = None,
     time_left: float | None = None,
+    stop: Stop | None = None,
 ) -> list[InboxResult]:
     """The probes of :func:`check` without the report: one result per inbox, input order.
 
@@ -152,7 +163,7 @@ async def probe_all(
         if not options.smtp_verify:  # the IMAP certificate check always verifies
             tls.warm_probe_context(options.ca_file)
     async with run_scope():  # inboxes on one server share its certificate check
-        return await _probe_all(inboxes, options, input_warnings, on_inbox_done, time_left)
+        return await _probe_all(inboxes, options, input_warnings, on_inbox_done, time_left, stop)
 
 
 async def _probe_all(
@@ -161,26 +172,37 @@ async def _probe_all(
     input_warnings: Mapping[int, Sequence[Finding]] | None,
     on_inbox_done: Callable[[InboxResult], None] | None,
     time_left: float | None,
+    stop: Stop | None,
 ) -> list[InboxResult]:
+    from provision.stopping import Stop
+
+    stop = stop if stop is not None else Stop()
     loop = asyncio.get_running_loop()
     limit = options.timeout if time_left is None else time_left
     deadline = loop.time() + limit
     gate = asyncio.Semaphore(max(1, options.concurrency))
+    begun: set[int] = set()
 
-    async def one(inbox: Inbox) -> InboxResult:
+    async def one(index: int, inbox: Inbox) -> InboxResult | None:
         async with gate:
+            if stop.requested:
+                return None  # its turn came after the stop: not started
+            begun.add(index)
             result = await probe_inbox(inbox, options, deadline=deadline)
         if on_inbox_done is not None:
             on_inbox_done(result)
         return result
 
-    tasks = [asyncio.ensure_future(one(inbox)) for inbox in inboxes]
-    if tasks:
-        await asyncio.wait(tasks, timeout=limit + _GRACE)
+    tasks = [asyncio.ensure_future(one(i, inbox)) for i, inbox in enumerate(inboxes)]
+    await stop.settle(tasks, within=limit + _GRACE)
     results = []
     for index, (inbox, task) in enumerate(zip(inboxes, tasks, strict=True)):
-        if task.done():
-            result = task.result()
+        done = task.result() if task.done() and not task.cancelled() else None
+        if done is not None:
+            result = done
+        elif stop.requested:
+            task.cancel()
+            result = stopped_probes(inbox, str(stop.name), begun=index in begun)
         else:
             task.cancel()
             result = _abandoned(inbox, options)
@@ -189,6 +211,19 @@ async def _probe_all(
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
     return results
+
+
+def stopped_probes(inbox: Inbox, signal_name: str, *, begun: bool) -> InboxResult:
+    """The result of an inbox whose probes a stop cut short (or never let start)."""
+    why = (
+        f"stopped by {signal_name} during the probe, before it finished"
+        if begun
+        else f"not started: stopped by {signal_name}"
+    )
+    result = InboxResult.for_inbox(inbox)
+    for stage in (Stage.SMTP, Stage.IMAP):
+        result.stages.append(StageResult(stage=stage, status=Status.SKIPPED, message=why))
+    return result
 
 
 def _abandoned(inbox: Inbox, options: ProbeOptions) -> InboxResult:

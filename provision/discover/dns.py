@@ -89,6 +89,11 @@ class Answer(Generic[_T]):
         return self.status is AnswerStatus.FOUND
 
 
+def _answer(name: str, rdtype: str, raw: _RawAnswer, records: tuple[_T, ...]) -> Answer[_T]:
+    """The typed answer of a raw one: its status and message, these records."""
+    return Answer(name=name, rdtype=rdtype, status=raw.status, records=records, message=raw.message)
+
+
 @dataclass(frozen=True, slots=True)
 class Nameserver:
     """A name server given with ``--nameserver IP[:PORT]``."""
@@ -190,13 +195,7 @@ class Resolver:
                 status=AnswerStatus.NO_DATA,
                 message="the service is explicitly not offered (target '.')",
             )
-        return Answer(
-            name=name,
-            rdtype="SRV",
-            status=answer.status,
-            records=tuple(r for r in records if r.target),
-            message=answer.message,
-        )
+        return _answer(name, "SRV", answer, tuple(r for r in records if r.target))
 
     async def mx(self, domain: str) -> Answer[MxRecord]:
         """MX records of ``domain``, lowest preference first."""
@@ -207,13 +206,7 @@ class Resolver:
                 key=lambda m: m.preference,
             )
         )
-        return Answer(
-            name=domain,
-            rdtype="MX",
-            status=answer.status,
-            records=tuple(r for r in records if r.exchange),
-            message=answer.message,
-        )
+        return _answer(domain, "MX", answer, tuple(r for r in records if r.exchange))
 
     async def addresses(self, host: str) -> Answer[str]:
         """IPv4 and IPv6 addresses of ``host`` (an IP literal is its own answer)."""

@@ -26,74 +26,64 @@ class Provider:
     note: str = ""
 
 
-PROVIDERS: tuple[Provider, ...] = (
-    Provider(
-        name="Google Workspace / Gmail",
-        mx_suffixes=("google.com", "googlemail.com"),
-        servers=(
-            (Protocol.SMTP, "smtp.gmail.com", 465, Transport.TLS),
-            (Protocol.SMTP, "smtp.gmail.com", 587, Transport.STARTTLS),
-            (Protocol.IMAP, "imap.gmail.com", 993, Transport.TLS),
+_S, _I = Protocol.SMTP, Protocol.IMAP
+_TLS, _STARTTLS = Transport.TLS, Transport.STARTTLS
+_M365_NOTE = (
+    "Microsoft 365 needs SMTP AUTH and IMAP basic authentication enabled for the "
+    "mailbox; Rocket.Chat has no OAuth2"
+)
+
+#: name, MX suffixes, servers (protocol, host, port, transport), note
+PROVIDERS: tuple[Provider, ...] = tuple(
+    Provider(name=name, mx_suffixes=suffixes, servers=servers, note=note)
+    for name, suffixes, servers, note in (
+        (
+            "Google Workspace / Gmail",
+            ("google.com", "googlemail.com"),
+            (
+                (_S, "smtp.gmail.com", 465, _TLS),
+                (_S, "smtp.gmail.com", 587, _STARTTLS),
+                (_I, "imap.gmail.com", 993, _TLS),
+            ),
+            "Google accepts only an app password (2-step verification on) from Rocket.Chat",
         ),
-        note="Google accepts only an app password (2-step verification on) from Rocket.Chat",
-    ),
-    Provider(
-        name="Microsoft 365",
-        mx_suffixes=("mail.protection.outlook.com",),
-        servers=(
-            (Protocol.SMTP, "smtp.office365.com", 587, Transport.STARTTLS),
-            (Protocol.IMAP, "outlook.office365.com", 993, Transport.TLS),
+        (
+            "Microsoft 365",
+            ("mail.protection.outlook.com",),
+            ((_S, "smtp.office365.com", 587, _STARTTLS), (_I, "outlook.office365.com", 993, _TLS)),
+            _M365_NOTE,
         ),
-        note=(
-            "Microsoft 365 needs SMTP AUTH and IMAP basic authentication enabled for the "
-            "mailbox; Rocket.Chat has no OAuth2"
+        (
+            "Fastmail",
+            ("messagingengine.com",),
+            ((_S, "smtp.fastmail.com", 465, _TLS), (_I, "imap.fastmail.com", 993, _TLS)),
+            "Fastmail needs an app password",
         ),
-    ),
-    Provider(
-        name="Fastmail",
-        mx_suffixes=("messagingengine.com",),
-        servers=(
-            (Protocol.SMTP, "smtp.fastmail.com", 465, Transport.TLS),
-            (Protocol.IMAP, "imap.fastmail.com", 993, Transport.TLS),
+        (
+            "Zoho Mail",
+            ("zoho.com",),
+            ((_S, "smtp.zoho.com", 465, _TLS), (_I, "imap.zoho.com", 993, _TLS)),
+            "Zoho needs IMAP access enabled; accounts in other regions use smtp.zoho.<region>",
         ),
-        note="Fastmail needs an app password",
-    ),
-    Provider(
-        name="Zoho Mail",
-        mx_suffixes=("zoho.com",),
-        servers=(
-            (Protocol.SMTP, "smtp.zoho.com", 465, Transport.TLS),
-            (Protocol.IMAP, "imap.zoho.com", 993, Transport.TLS),
+        (
+            "Zoho Mail (EU)",
+            ("zoho.eu",),
+            ((_S, "smtp.zoho.eu", 465, _TLS), (_I, "imap.zoho.eu", 993, _TLS)),
+            "Zoho needs IMAP access enabled",
         ),
-        note="Zoho needs IMAP access enabled; accounts in other regions use smtp.zoho.<region>",
-    ),
-    Provider(
-        name="Zoho Mail (EU)",
-        mx_suffixes=("zoho.eu",),
-        servers=(
-            (Protocol.SMTP, "smtp.zoho.eu", 465, Transport.TLS),
-            (Protocol.IMAP, "imap.zoho.eu", 993, Transport.TLS),
+        (
+            "Yahoo",
+            ("yahoodns.net",),
+            ((_S, "smtp.mail.yahoo.com", 465, _TLS), (_I, "imap.mail.yahoo.com", 993, _TLS)),
+            "Yahoo needs an app password",
         ),
-        note="Zoho needs IMAP access enabled",
-    ),
-    Provider(
-        name="Yahoo",
-        mx_suffixes=("yahoodns.net",),
-        servers=(
-            (Protocol.SMTP, "smtp.mail.yahoo.com", 465, Transport.TLS),
-            (Protocol.IMAP, "imap.mail.yahoo.com", 993, Transport.TLS),
+        (
+            "iCloud Mail",
+            ("mail.icloud.com",),
+            ((_S, "smtp.mail.me.com", 587, _STARTTLS), (_I, "imap.mail.me.com", 993, _TLS)),
+            "iCloud needs an app-specific password",
         ),
-        note="Yahoo needs an app password",
-    ),
-    Provider(
-        name="iCloud Mail",
-        mx_suffixes=("mail.icloud.com",),
-        servers=(
-            (Protocol.SMTP, "smtp.mail.me.com", 587, Transport.STARTTLS),
-            (Protocol.IMAP, "imap.mail.me.com", 993, Transport.TLS),
-        ),
-        note="iCloud needs an app-specific password",
-    ),
+    )
 )
 
 

@@ -66,10 +66,11 @@ async def _addresses(host: str, port: int) -> list[AddrInfo]:
 
     An address needs no resolver and no thread; a name is looked up once per run.
     """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    if _is_address(host):
+        flags = socket.AI_NUMERICHOST  # never asks a resolver, so never blocks the loop
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags)
         await asyncio.sleep(0)  # one turn of the loop: a step begun past the deadline ends
-    except socket.gaierror:
+    else:
         loop = asyncio.get_running_loop()
         infos = await shared(
             ("resolve", host, port), lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -80,6 +81,17 @@ async def _addresses(host: str, port: int) -> list[AddrInfo]:
         if item not in seen:
             seen.append(item)
     return seen
+
+
+def _is_address(host: str) -> bool:
+    """An IPv4 or IPv6 literal (``inet_pton``: no resolver, unlike ``getaddrinfo``)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):  # ValueError: a NUL in the name
+            continue
+        return True
+    return False
 
 
 def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> Failure:

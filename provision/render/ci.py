@@ -26,7 +26,7 @@ __all__ = ["CiOutputs", "check_junit_path"]
 
 
 def check_junit_path(path: Path) -> str | None:
-    """Why a JUnit report cannot be written to ``path``, or ``None`` if it can."""
+    """Why a report file (JUnit, metrics) cannot be written to ``path``, or ``None`` if it can."""
     if path.is_dir():
         return "it is a directory"
     parent = path.parent
@@ -46,6 +46,7 @@ class CiOutputs:
     Attributes:
         command: ``check`` or ``set``.
         junit: where to write JUnit XML (``--junit``), or ``None``.
+        metrics: where to write Prometheus metrics (``--metrics``), or ``None``.
         github: running under GitHub Actions (``GITHUB_ACTIONS=true``): annotations.
         summary: the ``$GITHUB_STEP_SUMMARY`` file to append to, or ``None``.
         workspace: ``$GITHUB_WORKSPACE``; annotation paths are made relative to it.
@@ -55,6 +56,7 @@ class CiOutputs:
 
     command: str
     junit: Path | None = None
+    metrics: Path | None = None
     github: bool = False
     summary: Path | None = None
     workspace: str | None = None
@@ -71,11 +73,14 @@ class CiOutputs:
         *,
         environ: Mapping[str, str] | None = None,
         stream: TextIO | None = None,
+        metrics: Path | None = None,
     ) -> CiOutputs:
-        """Read ``GITHUB_*`` from ``environ`` and check ``junit`` before anything runs.
+        """Read ``GITHUB_*`` from ``environ`` and check ``junit`` and ``metrics`` before
+        anything runs.
 
         Raises:
-            ConfigError: ``junit`` cannot be written (missing or read-only directory).
+            ConfigError: ``junit`` or ``metrics`` cannot be written (missing or
+                read-only directory).
         """
         environ = os.environ if environ is None else environ
         stream = sys.stderr if stream is None else stream
@@ -85,11 +90,18 @@ class CiOutputs:
                 raise ConfigError(
                     [ConfigProblem(f"cannot write the JUnit report: {reason}", file=str(junit))]
                 )
+        if metrics is not None:
+            reason = check_junit_path(metrics)
+            if reason:
+                raise ConfigError(
+                    [ConfigProblem(f"cannot write the metrics file: {reason}", file=str(metrics))]
+                )
         github = environ.get("GITHUB_ACTIONS") == "true"
         summary = environ.get("GITHUB_STEP_SUMMARY") if github else None
         return cls(
             command=command,
             junit=junit,
+            metrics=metrics,
             github=github,
             summary=Path(summary) if summary else None,
             workspace=environ.get("GITHUB_WORKSPACE") or None,
@@ -110,11 +122,12 @@ class CiOutputs:
         return self.progress
 
     def finish(self, report: Report) -> str | None:
-        """Erase progress; write annotations, the step summary and JUnit.
+        """Erase progress; write annotations, the step summary, JUnit and metrics.
 
         Returns:
-            Why the JUnit report could not be written, or ``None``. A step summary that
-            cannot be written draws a warning annotation only (nobody asked for it).
+            Why the JUnit report or the metrics could not be written, or ``None``. A step
+            summary that cannot be written draws a warning annotation only (nobody asked
+            for it).
         """
         if self.progress is not None:
             self.progress.close()
@@ -125,17 +138,21 @@ class CiOutputs:
                 github.report_annotations(report, self.inboxes, workspace=self.workspace)
             )
             self._append_summary(github.render_summary(report, self.inboxes))
+        failed = None
         if self.junit is not None:
             from provision.render.junit import render_junit
 
-            return self._write_junit(render_junit(report, self.inboxes))
-        return None
+            failed = self._write_junit(render_junit(report, self.inboxes))
+        # A passing run whose JUnit could not be written exits 2 (cli._finish_ci): the
+        # metrics say so too.
+        code = (int(report.exit_code) or 2) if failed else None
+        return _either(failed, self._write_metrics(report, exit_code=code))
 
     def failed_input(
         self, problems: Sequence[ConfigProblem], *, rocketchat: bool = False
     ) -> str | None:
         """The run stopped on bad input (or, with ``rocketchat``, because Rocket.Chat
-        could not be read, exit 20): annotate, summarise and write JUnit for that."""
+        could not be read, exit 20): annotate, summarise and write JUnit and metrics for that."""
         if self.progress is not None:
             self.progress.close()
         what = "Rocket.Chat could not be read" if rocketchat else "invalid input"
@@ -149,12 +166,16 @@ class CiOutputs:
             self._append_summary(
                 github.render_problems_summary(self.command, problems, what=what, exit_code=code)
             )
+        failed = None
         if self.junit is not None:
             from provision.render.junit import INVALID_INPUT, render_problems_junit
 
             cls = FailureClass.ROCKETCHAT.value if rocketchat else INVALID_INPUT
-            return self._write_junit(render_problems_junit(self.command, problems, cls=cls))
-        return None
+            failed = self._write_junit(render_problems_junit(self.command, problems, cls=cls))
+        # The metrics say the run failed, so that an old file does not go on showing
+        # the last good run.
+        empty = Report(command=self.command)
+        return _either(failed, self._write_metrics(empty, exit_code=int(code)))
 
     def _annotate(self, annotations: Sequence[Annotation]) -> None:
         from provision.render.github import render_annotations
@@ -186,6 +207,22 @@ class CiOutputs:
             reason = exc.strerror or type(exc).__name__
             return f"{self.junit}: cannot write the JUnit report: {reason}"
         return None
+
+    def _write_metrics(self, report: Report, *, exit_code: int | None = None) -> str | None:
+        if self.metrics is None:
+            return None
+        from provision.render.metrics import write_metrics
+
+        try:
+            write_metrics(self.metrics, report, exit_code=exit_code)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            return f"{self.metrics}: cannot write the metrics file: {reason}"
+        return None
+
+
+def _either(*failures: str | None) -> str | None:
+    return "; ".join(f for f in failures if f) or None
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -113,6 +113,11 @@ def report_annotations(
     sources = locate.sources(inboxes)
     warn_level: Level = "error" if report.strict else "warning"
     out: list[Annotation] = []
+    if report.stopped_by:
+        from provision.render.text import stopped_note
+
+        title = f"provision {report.command}: stopped by {report.stopped_by}"
+        out.append(Annotation("error", stopped_note(report), title=title))
     for result in report.inboxes:
         file = _annotation_file(result.file, workspace, cwd)
         for stage in result.stages:
@@ -302,8 +307,10 @@ def _notes(report: Report) -> list[str]:
         notes.append("plain HTTP to Rocket.Chat was allowed (--allow-http)")
     if report.settings.get("dry_run"):
         notes.append("dry run: nothing was written to Rocket.Chat")
-    if report.settings.get("interrupted"):
-        notes.append("interrupted: the table shows what was done before the interruption")
+    if report.stopped_by:
+        from provision.render.text import stopped_note
+
+        notes.append(f"stopped: {stopped_note(report)}")
     return notes
 
 

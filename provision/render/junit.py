@@ -100,6 +100,15 @@ def render_junit(report: Report, inboxes: Sequence[Inbox] = ()) -> str:
             kind = _junit_case(suite, result, stage, report.strict, sources)
             if kind:
                 counts[kind] += 1
+    if report.stopped_by:
+        # The run did not finish: never a green suite, whatever the inboxes show.
+        from provision.render.text import stopped_note
+
+        counts["tests"] += 1
+        counts["errors"] += 1
+        case = ET.SubElement(suite, "testcase", classname="provision", name="stopped", time="0.000")
+        label = f"stopped-by-{report.stopped_by.lower()}"
+        ET.SubElement(case, "error", message=label, type="stopped").text = stopped_note(report)
     time_s = _seconds(report.elapsed_ms)
     for element in (root, suite):
         for key, count in counts.items():

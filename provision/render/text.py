@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from provision.render.terminal import safe_data
-from provision.results import Finding, InboxResult, Report, StageResult, Status
+from provision.results import Action, Finding, InboxResult, Report, StageResult, Status
 
-__all__ = ["render_text"]
+__all__ = ["render_text", "stopped_note"]
 
 _MARK = {
     Status.PASSED: "ok",
@@ -26,7 +26,8 @@ _RESET = "\x1b[0m"
 
 def render_text(report: Report, *, color: bool = False, quiet: bool = False) -> str:
     """The report for a person: one block per inbox, failures first in each block;
-    ``quiet`` leaves out the inboxes that simply passed (the summary still counts them).
+    ``quiet`` leaves out the inboxes that simply passed (the summary still counts them),
+    except in a stopped run, where every inbox's state is news.
 
     No control character of the report's data reaches the text (names, server replies);
     the only escape sequences are the colours, added here after the data was cleaned.
@@ -38,7 +39,8 @@ def render_text(report: Report, *, color: bool = False, quiet: bool = False) -> 
 
     lines: list[str] = []
     for inbox in report.inboxes:
-        if quiet and inbox.status(strict=report.strict) is Status.PASSED:
+        # A stopped run shows every inbox: what was written matters as much as what failed.
+        if quiet and not report.stopped_by and inbox.status(strict=report.strict) is Status.PASSED:
             continue
         lines.extend(_inbox_lines(inbox, report.strict, paint))
         lines.append("")
@@ -47,6 +49,8 @@ def render_text(report: Report, *, color: bool = False, quiet: bool = False) -> 
         verb = "would write to" if report.settings.get("dry_run") else "Rocket.Chat"
         lines.append(f"{verb}: {server}" + _server_note(report.settings))
     lines.append(_summary(report))
+    if report.stopped_by:
+        lines.append(f"stopped: {stopped_note(report)}")
     loosened = _loosened(report.settings)
     if loosened:
         lines.append(f"note: {loosened}")
@@ -145,6 +149,24 @@ def _summary(report: Report) -> str:
         f"{report.command}: {n} {noun}, {detail} in {report.elapsed_ms / 1000:.2f} s "
         f"(exit {int(report.exit_code)})"
     )
+
+
+def stopped_note(report: Report) -> str:
+    """Why a stopped run's report is partial, and what to do (text, JUnit, GitHub)."""
+    counts: dict[str, int] = {}
+    for inbox in report.inboxes:
+        if inbox.action in (Action.NOT_STARTED, Action.UNKNOWN):
+            counts[inbox.action] = counts.get(inbox.action, 0) + 1
+    note = f"{report.stopped_by} ended the run early; each inbox shows what was done"
+    if counts.get(Action.NOT_STARTED):
+        note += f"; {counts[Action.NOT_STARTED]} not started (nothing sent)"
+    if counts.get(Action.UNKNOWN):
+        note += f"; {counts[Action.UNKNOWN]} unknown (a write in flight got no answer)"
+    if report.command == "set":
+        note += "; rerun the same command to finish: it converges, without duplicates"
+    else:
+        note += "; rerun to probe the rest"
+    return note
 
 
 def _server_note(settings: dict[str, Any]) -> str:

@@ -234,6 +234,10 @@ async def start_imap_server(
             # pymap's debug logging would fail on it.
             if writer.get_extra_info("socket") is not None:
                 await imap_server(reader, writer, sock_info)
+        except OSError:
+            # The client left mid-session (ssl.SSLError is an OSError): nothing to report,
+            # and a task ending in an error nobody reads is logged at garbage collection.
+            pass
         finally:
             running._writers.discard(writer)
             running._tasks.discard(task)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from provision.sandbox.ca import CertKind, SandboxCA
 from provision.sandbox.imapd import start_imap_server
 from provision.sandbox.rocketchat import RocketChatDouble, start_rocketchat
 from provision.sandbox.smtpd import start_smtp_server
+from provision.stopping import on_abort
 
 __all__ = ["Sandbox", "running_sandbox", "serve_forever"]
 
@@ -50,16 +53,26 @@ async def running_sandbox(
 ) -> AsyncIterator[Sandbox]:
     """Start the sandbox servers, write its files, and stop everything on exit.
 
+    Everything it wrote is removed on exit, however it ends (a second signal included,
+    ``provision.stopping.on_abort``): the files hold a password and a token, and with
+    the servers gone they are of no use.
+
     Args:
-        directory: where to write ``inboxes.yaml``, ``ca.pem`` and ``password``;
-            a temporary directory (removed on exit) when ``None``.
+        directory: where to write ``inboxes.yaml``, ``ca.pem``, ``password`` and
+            ``rocketchat.env`` (created if missing); a temporary directory when ``None``.
         double: the Rocket.Chat double to serve (tests pass one with fault injection);
             a fresh one when ``None``.
     """
     with contextlib.ExitStack() as files:
         if directory is None:
-            directory = Path(files.enter_context(tempfile.TemporaryDirectory(prefix="provision-")))
-        directory.mkdir(parents=True, exist_ok=True)
+            directory = Path(tempfile.mkdtemp(prefix="provision-"))
+            created = True
+        else:
+            created = not directory.exists()
+            directory.mkdir(parents=True, exist_ok=True)
+        remove = functools.partial(_remove_written, directory, created=created)
+        files.callback(remove)
+        files.enter_context(on_abort(remove))
         ca = SandboxCA.create()
         context = ca.server_context(CertKind.VALID)
         password = secrets.token_urlsafe(18)
@@ -107,6 +120,19 @@ async def running_sandbox(
             yield box
 
 
+#: What a sandbox writes into its directory.
+_WRITTEN = ("inboxes.yaml", "ca.pem", "password", "rocketchat.env")
+
+
+def _remove_written(directory: Path, *, created: bool) -> None:
+    """Remove the sandbox's files, and its directory if the sandbox made it."""
+    for name in _WRITTEN:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+    if created:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _inbox_file(box: Sandbox) -> str:
     def inbox(name: str, email: str, smtp_port: int, smtp_secure: bool) -> str:
         return f"""\
@@ -142,7 +168,7 @@ def _inbox_file(box: Sandbox) -> str:
 async def serve_forever(
     directory: Path | None, *, announce: Callable[[str], None], program: str = "provision"
 ) -> None:
-    """Run the sandbox until cancelled (Ctrl-C), telling the user how to use it;
+    """Run the sandbox until cancelled (a stop), telling the user how to use it;
     ``program`` is how the printed commands run provision."""
     import shlex
 
@@ -151,7 +177,8 @@ async def serve_forever(
             shlex.quote(str(p)) for p in (box.inbox_file, box.ca_file, box.rocketchat_env)
         )
         announce(
-            f"sandbox running (Ctrl-C to stop); files in {box.directory}\n"
+            f"sandbox running (Ctrl-C or SIGTERM stops it and removes its files); "
+            f"files in {box.directory}\n"
             f"  SMTP STARTTLS  localhost:{box.smtp_starttls_port}\n"
             f"  SMTP TLS       localhost:{box.smtp_tls_port}\n"
             f"  IMAP TLS       localhost:{box.imap_tls_port}\n"

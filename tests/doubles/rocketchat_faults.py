@@ -3,6 +3,9 @@
 :class:`FaultyRocketChat` is the double plus :meth:`~FaultyRocketChat.inject` (answer the
 next request(s) of a route with a :class:`Fault`) and
 :meth:`~FaultyRocketChat.wait_answered` (a synchronisation point for slow requests).
+:meth:`Fault.hold` keeps a request until the test releases it, and
+:meth:`~FaultyRocketChat.wait_received` waits until requests have arrived (held or not):
+together they stop a client at an exact moment without a sleep.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from provision.sandbox.rocketchat.routes import Route
 from provision.sandbox.rocketchat.wire import LoggedRequest, Request, Response
 
 __all__ = ["Fault", "FaultyRocketChat"]
+
 
 _HTML_PAGE = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
@@ -49,6 +53,9 @@ class Fault:
         delay: seconds to wait before answering (released early by ``close``).
         apply: run the real handler first (its writes stay), then answer with the fault.
         passthrough: after ``delay``, answer normally (a slow but correct server).
+        hold: keep the request until this event is set, then answer normally (with
+            ``apply``: the write is done at once, only the answer waits). A reset or
+            shutdown meanwhile answers 503 without processing it.
     """
 
     status: int = 500
@@ -58,6 +65,12 @@ class Fault:
     delay: float = 0.0
     apply: bool = False
     passthrough: bool = False
+    hold: asyncio.Event | None = None
+
+    @classmethod
+    def held(cls, release: asyncio.Event, *, apply: bool = False) -> Fault:
+        """Keep the request until ``release`` is set (``apply``: process it first)."""
+        return cls(hold=release, apply=apply, passthrough=True)
 
     @classmethod
     def error(cls, status: int = 500, *, apply: bool = False) -> Fault:
@@ -103,6 +116,7 @@ class _Armed:
     path: str
     fault: Fault
     remaining: int
+    skip: int = 0
 
 
 class FaultyRocketChat(RocketChatDouble):
@@ -111,6 +125,7 @@ class FaultyRocketChat(RocketChatDouble):
     def __init__(self, **kw: Any) -> None:
         self._closing: asyncio.Event | None = None
         self._answered: asyncio.Condition | None = None
+        self._received: asyncio.Condition | None = None
         self._generation = 0
         self._faults: list[_Armed] = []
         super().__init__(**kw)
@@ -131,7 +146,9 @@ class FaultyRocketChat(RocketChatDouble):
         if self._closing is not None:
             self._closing.set()
 
-    def inject(self, method: str, path: str, fault: Fault, *, times: int = 1) -> None:
+    def inject(
+        self, method: str, path: str, fault: Fault, *, times: int = 1, skip: int = 0
+    ) -> None:
         """Make the next ``times`` requests of a route misbehave.
 
         Args:
@@ -140,8 +157,26 @@ class FaultyRocketChat(RocketChatDouble):
                 (``/api/v1/email-inbox/:_id``).
             fault: what to do.
             times: how many requests it applies to.
+            skip: let this many matching requests through first.
         """
-        self._faults.append(_Armed(method.upper(), path, fault, times))
+        self._faults.append(_Armed(method.upper(), path, fault, times, skip))
+
+    async def wait_received(self, method: str, path: str, count: int) -> None:
+        """Wait until ``count`` requests of a route (path or template) have arrived.
+
+        Held ones count: the point is to know where a client is. Put a timeout around it.
+        """
+        if self._received is None:
+            self._received = asyncio.Condition()
+        async with self._received:
+            await self._received.wait_for(lambda: self._count(method, path) >= count)
+
+    def _count(self, method: str, path: str) -> int:
+        def matches(logged: LoggedRequest) -> bool:
+            route = self.route(logged.path)[0]
+            return logged.path == path or (route is not None and route.template == path)
+
+        return sum(1 for r in self.requests if r.method == method.upper() and matches(r))
 
     def inbox_id(self, email: str) -> str:
         """The id of the stored inbox with this address (``KeyError`` if none)."""
@@ -184,6 +219,9 @@ class FaultyRocketChat(RocketChatDouble):
         return self.requests_to(method, path)
 
     async def respond(self, request: Request) -> Response:
+        if self._received is not None:
+            async with self._received:
+                self._received.notify_all()
         response = await self._respond_with_fault(request)
         # Set here too, so that waiters woken below see it.
         request.log.status = response.status
@@ -195,6 +233,8 @@ class FaultyRocketChat(RocketChatDouble):
     async def _respond_with_fault(self, request: Request) -> Response:
         route, params = self.route(request.log.path)
         fault = self._take_fault(request, route)
+        if fault is not None and fault.hold is not None:
+            return await self._held(request, route, params, fault, fault.hold)
         if fault is not None and fault.delay > 0:
             generation = self._generation
             await self._pause(fault.delay)
@@ -208,11 +248,39 @@ class FaultyRocketChat(RocketChatDouble):
             return fault.response()
         return response
 
+    async def _held(
+        self,
+        request: Request,
+        route: Route | None,
+        params: dict[str, str],
+        fault: Fault,
+        release: asyncio.Event,
+    ) -> Response:
+        applied = await self.process(request, route, params) if fault.apply else None
+        generation = self._generation
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        closing = self._closing
+        waits = [asyncio.ensure_future(release.wait()), asyncio.ensure_future(closing.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if applied is not None:
+            return applied
+        if generation != self._generation:
+            return Fault.error(503).response()
+        return await self.process(request, route, params)
+
     def _take_fault(self, request: Request, route: Route | None) -> Fault | None:
         for armed in self._faults:
             if armed.method not in ("*", request.log.method):
                 continue
             if armed.path != request.log.path and (route is None or armed.path != route.template):
+                continue
+            if armed.skip > 0:
+                armed.skip -= 1
                 continue
             armed.remaining -= 1
             if armed.remaining <= 0:

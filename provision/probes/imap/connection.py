@@ -113,6 +113,8 @@ class GreetingProtocol(asyncio.Protocol):
         self._buffer = GreetingBuffer()
 
     def data_received(self, data: bytes) -> None:
+        if self.greeting.cancelled():
+            return  # whoever waited for it was cancelled (a stop): nobody reads on
         if not self.greeting.done():
             greeting, _ = self._buffer.feed(data)
             if greeting is not None:
@@ -152,6 +154,8 @@ class ImapProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self._lines = 0
 
     def data_received(self, data: bytes) -> None:
+        if self.greeting.cancelled():
+            return  # whoever waited for it was cancelled (a stop): nobody reads on
         if not self.greeting.done():
             greeting, data = self.buffer.feed(data)
             if greeting is None:
