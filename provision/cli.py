@@ -441,6 +441,16 @@ def audit_command(
     metrics: MetricsOpt = None,
     serve: ServeOpt = None,
     every: EveryOpt = None,
+    envelope: EnvelopeOpt = False,
+    round_trip: Annotated[
+        bool,
+        typer.Option(
+            "--round-trip",
+            help="For inactive inboxes only (an active one would import it): send one "
+            "tagged message to itself, find it over IMAP, delete it.",
+        ),
+    ] = False,
+    round_trip_timeout: RoundTripTimeoutOpt = 60.0,
 ) -> None:
     """Probe every inbox stored in Rocket.Chat with its stored settings, exactly as `check`.
 
@@ -481,14 +491,20 @@ def audit_command(
             validate=lambda: _audit_inputs(server, against, allow_http, two_factor_code),
         )
     options, ci = _start(run, "audit", metrics=metrics)
+    options = _probe_extras(
+        options, envelope=envelope, round_trip=round_trip, round_trip_timeout=round_trip_timeout
+    )
     from provision.errors import RocketChatCallError
     from provision.stopping import handling_signals
 
     with handling_signals() as stop:
-        coro = _audit(server, emails or [], against, allow_http, two_factor_code, options, ci)
+        coro = _audit(
+            server, emails or [], against, allow_http, two_factor_code, options, ci, stop=stop
+        )
         try:
-            # A stop ends the audit whole (a report of no inboxes, stopped_by set).
-            report = _run(coro, json_output, ci, stop, stoppable=True)
+            # A stop while Rocket.Chat is read ends the audit whole (no inboxes,
+            # stopped_by set); during the probes each inbox says how far it got.
+            report = _run(coro, json_output, ci, stop)
         except RocketChatCallError as exc:
             _rocketchat_error(exc, json_output, ci)
         _emit(report, json_output, code=_finish_ci(ci, report), quiet=quiet)
@@ -502,6 +518,8 @@ async def _audit(
     code: str | None,
     options: ProbeOptions,
     ci: CiOutputs,
+    *,
+    stop: Stop | None = None,
 ) -> Report:
     from provision.commands.audit import AuditTarget, audit_inboxes
 
@@ -518,6 +536,7 @@ async def _audit(
         against=loaded.inboxes if loaded is not None else None,
         against_files=against or (),
         started=ci.started,
+        stop=stop,
     )
 
 

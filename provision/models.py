@@ -7,6 +7,7 @@ reports every problem with file, line, inbox and field path.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,9 @@ class ProbeOptions:
             deadline still bounds it).
         cert_days: warn (``cert-expiring``) when a certificate of either protocol expires
             within this many days.
+        unseen_since: the day the IMAP search counts unseen mail from, as Rocket.Chat
+            searches ``SINCE`` its inbox's ``_createdAt`` (``audit`` knows it); ``None``
+            counts every unseen message.
     """
 
     step_timeout: float = 10.0
@@ -155,3 +159,4 @@ class ProbeOptions:
     round_trip: bool = False
     round_trip_timeout: float = 60.0
     cert_days: int = 21
+    unseen_since: dt.date | None = None

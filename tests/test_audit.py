@@ -528,3 +528,42 @@ async def test_the_deadline_bounds_the_round_and_names_the_timeout(world: World)
         assert "overall deadline ran out" in (found.message or "")
     assert report.elapsed_ms < 1.5 * 1000 + 2500  # the deadline plus the grace, at most
     assert report.exit_code is ExitCode.TRANSIENT
+
+
+# --------------------------------------------------------------------------- beyond the login
+
+
+async def test_round_trip_runs_only_for_inactive_inboxes(world: World) -> None:
+    """An active inbox would import the test message, so only the inactive one gets the
+    round trip (the in-process SMTP server swallows mail: never seen); the others say why
+    they got none. --envelope runs for all."""
+    world.double.switch_off(email("Sales"))
+    options = world.options(round_trip=True, round_trip_timeout=0.5, envelope=True)
+    report = await world.audit(options=options)
+
+    results = by_name(report)
+    trip = stage(results["Sales"], Stage.ROUND_TRIP)
+    assert trip.failure is FailureClass.NOT_DELIVERED
+    for name in ("Billing", "Helpdesk", "Support"):
+        assert Stage.ROUND_TRIP not in [s.stage for s in results[name].stages]
+        notes = stage(results[name], Stage.ROCKETCHAT).facts["notes"]
+        assert notes == [
+            "no round trip: the inbox is active, and Rocket.Chat would import the test message"
+        ]
+    for result in report.inboxes:
+        steps = [s.step.value for s in stage(result, Stage.SMTP).steps]
+        assert "mail-from" in steps
+        assert "rcpt-to" in steps
+    assert report.exit_code is ExitCode.MAILBOX  # not-delivered
+
+
+async def test_the_unseen_count_starts_where_rocketchats_search_does(world: World) -> None:
+    """Rocket.Chat searches UNSEEN SINCE the inbox's _createdAt: audit counts from that day."""
+    report = await world.audit()
+    for result in report.inboxes:
+        created = world.double.stored(world.double.inbox_id(result.email))["_createdAt"]
+        day = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).date().isoformat()
+        imap = stage(result, Stage.IMAP)
+        assert imap.facts["notes"][0].startswith(
+            f"{imap.facts['unseen']} unseen messages in INBOX since {day}, the day Rocket.Chat"
+        ), imap.facts["notes"]

@@ -845,3 +845,39 @@ async def test_audit_stopped_reports_itself_stopped(box: Sandbox, tmp_path: Path
     doc = _check_stopped_report(out, code, junit, signal.SIGTERM)
     assert doc["command"] == "audit"
     assert doc["inboxes"] == []
+
+
+async def test_audit_stopped_during_the_probes_reports_each_inbox(
+    box: Sandbox, tmp_path: Path, silent: Silent
+) -> None:
+    """Rocket.Chat was read; the third stored inbox's SMTP server never answers. A stop
+    then leaves the first two probed, the third cut short and the rest not started,
+    each with what Rocket.Chat says of it."""
+    batch, junit = _batch(box), tmp_path / "set.xml"
+    code, _out, _err = await (await _set(box, batch, junit)).finish()
+    assert code == 0
+    docs = sorted(_double(box).inboxes.values(), key=lambda d: str(d["email"]))
+    (third,) = [d for d in docs if d["email"] == "inbox2@example.com"]
+    third["smtp"]["port"] = silent.port
+    junit = tmp_path / "audit.xml"
+    run = await _start(box, "audit", "--json", "--junit", str(junit), "--concurrency", "1")
+    async with asyncio.timeout(LIMIT):
+        await silent.reached.wait()
+    run.process.send_signal(signal.SIGTERM)
+    code, out, _err = await run.finish()
+
+    report = _check_stopped_report(out, code, junit, signal.SIGTERM)
+    assert report["command"] == "audit"
+    by_email = {i["email"]: i for i in report["inboxes"]}
+    assert len(by_email) == BATCH
+    for n in range(BATCH):
+        inbox = by_email[f"inbox{n}@example.com"]
+        stages = {s["stage"]: s for s in inbox["stages"]}
+        assert stages["rocketchat"]["status"] == "passed"  # stored, active: read before the stop
+        probes = {stages["smtp"]["message"], stages["imap"]["message"]}
+        if n < 2:
+            assert inbox["status"] in ("passed", "warning"), inbox
+        elif n == 2:
+            assert probes == {"stopped by SIGTERM during the probe, before it finished"}
+        else:
+            assert probes == {"not started: stopped by SIGTERM"}

@@ -21,6 +21,8 @@ taken from the server is scrubbed of them (the client's error texts too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from provision.results import (
 
 if TYPE_CHECKING:
     from provision.rocketchat.credentials import Credentials
+    from provision.stopping import Stop
 
 __all__ = ["AUDITED_FROM", "AuditTarget", "audit_inboxes"]
 
@@ -118,6 +121,7 @@ async def audit_inboxes(
     against: Sequence[Inbox] | None = None,
     against_files: Sequence[str] = (),
     started: Started | None = None,
+    stop: Stop | None = None,
 ) -> Report:
     """One audit round: list, probe, compare; the report (``provision audit`` as a call).
 
@@ -129,6 +133,8 @@ async def audit_inboxes(
             drift check.
         against_files: the names of those files, for messages.
         started: called once with the inboxes about to be probed (see ``Started``).
+        stop: a stop (``provision.stopping``) during the probes reports each inbox's
+            true state (``settings.stopped_by`` names the signal), as ``check`` does.
 
     Returns:
         The report (``command`` ``"audit"``); it never raises for probe outcomes.
@@ -150,7 +156,10 @@ async def audit_inboxes(
         "emails": list(target.emails),
         "against": list(against_files) if against is not None else None,
     }
-    stored, departments, version = await _read(target, options, deadline, against)
+    # A stop while Rocket.Chat is read ends the round at once (nothing probed yet):
+    # ``Stopped`` reaches the caller, which reports a stopped run of no inboxes.
+    async with stop.stoppable() if stop is not None else contextlib.nullcontext():
+        stored, departments, version = await _read(target, options, deadline, against)
     report.settings["rocketchat_version"] = version
     wanted = set(target.emails)
     if wanted:
@@ -159,13 +168,23 @@ async def audit_inboxes(
     inboxes = [s.inbox for s in stored if s.inbox is not None]
     callback = started([by_email.get(i.email, i) for i in inboxes]) if started else None
     remaining = max(deadline - time.monotonic(), 0.1)
-    results = iter(await probe_all(inboxes, options, on_inbox_done=callback, time_left=remaining))
+    probed = [s for s in stored if s.inbox is not None]
+    results = iter(
+        await probe_all(
+            inboxes,
+            options,
+            on_inbox_done=callback,
+            time_left=remaining,
+            stop=stop,
+            options_for=lambda index, _inbox: _own_options(options, probed[index].state),
+        )
+    )
     for entry in stored:
         result = next(results) if entry.inbox is not None else _unusable(entry)
         result.name = entry.label  # scrubbed: a stored name may hold anything
         _place(result, by_email.get(result.email))
         result.rocketchat = entry.state
-        result.stages.append(_state_stage(entry, result))
+        result.stages.append(_state_stage(entry, result, round_trip=options.round_trip))
         if against is not None:
             file_inbox = by_email.get(result.email)
             result.stages.append(
@@ -182,8 +201,32 @@ async def audit_inboxes(
         for inbox in against or ():
             if inbox.email not in present:
                 report.inboxes.append(_not_stored(inbox.email, inbox, True, asked=False))
+    if stop is not None and stop.requested:
+        report.settings["stopped_by"] = stop.name
     report.elapsed_ms = (time.perf_counter() - began) * 1000
     return report
+
+
+def _own_options(options: ProbeOptions, state: RocketChatState) -> ProbeOptions:
+    """A stored inbox's probe options: the IMAP search from the day Rocket.Chat created
+    it (what its own search finds), and a round trip only when it is inactive, since an
+    active inbox would import the test message."""
+    import dataclasses
+
+    return dataclasses.replace(
+        options,
+        round_trip=options.round_trip and not state.active,
+        unseen_since=_day(state.created_at),
+    )
+
+
+def _day(stamp: str | None) -> dt.date | None:
+    if not stamp:
+        return None
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(dt.UTC).date()
+    except ValueError:
+        return None
 
 
 async def _read(
@@ -274,11 +317,15 @@ def _probe_failures(result: InboxResult) -> list[StageResult]:
     ]
 
 
-def _state_stage(entry: _Stored, result: InboxResult) -> StageResult:
+def _state_stage(entry: _Stored, result: InboxResult, *, round_trip: bool = False) -> StageResult:
     """Stage ``rocketchat``: the stored state, and what an inactive inbox means."""
     state = entry.state
     stage = StageResult(stage=Stage.ROCKETCHAT)
     stage.facts = {"id": state.inbox_id, "active": state.active, "updated_at": state.updated_at}
+    if round_trip and state.active:
+        stage.facts["notes"] = [
+            "no round trip: the inbox is active, and Rocket.Chat would import the test message"
+        ]
     stage.message = (
         f"{'active' if state.active else 'inactive'} (id {state.inbox_id}"
         + (f", updated {state.updated_at}" if state.updated_at else "")

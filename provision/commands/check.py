@@ -146,11 +146,15 @@ async def probe_all(
     on_inbox_done: Callable[[InboxResult], None] | None = None,
     time_left: float | None = None,
     stop: Stop | None = None,
+    options_for: Callable[[int, Inbox], ProbeOptions] | None = None,
 ) -> list[InboxResult]:
     """The probes of :func:`check` without the report: one result per inbox, input order.
 
     ``time_left``: what remains of the run's deadline (``options.timeout`` when
     ``None``), for a caller that spent some of it before probing (``audit``).
+    ``options_for(index, inbox)``: that inbox's own options (``audit``: a round trip only
+    for inactive inboxes, the search from each one's creation day); the run-wide ones
+    (deadline, concurrency) stay ``options``'.
     """
     from provision import tls
     from provision.probes._shared import run_scope  # the probes' modules load lazily
@@ -188,7 +192,8 @@ async def _probe_all(
             if stop.requested:
                 return None  # its turn came after the stop: not started
             begun.add(index)
-            result = await probe_inbox(inbox, options, deadline=deadline)
+            own = options_for(index, inbox) if options_for is not None else options
+            result = await probe_inbox(inbox, own, deadline=deadline)
         if on_inbox_done is not None:
             on_inbox_done(result)
         return result

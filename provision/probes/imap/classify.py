@@ -134,13 +134,21 @@ def search_numbers(lines: Sequence[bytes]) -> list[str]:
 COUNT_SINCE = dt.date(1970, 1, 1)
 
 
-def import_notes(unseen: int, *, idle: object) -> list[str]:
-    """What Rocket.Chat will make of this INBOX (spec §3.2), for the report's notes."""
+def import_notes(unseen: int, *, idle: object, since: dt.date | None = None) -> list[str]:
+    """What Rocket.Chat will make of this INBOX (spec §3.2), for the report's notes;
+    ``since``: the stored inbox's creation day, which Rocket.Chat's search starts from."""
     noun = "message" if unseen == 1 else "messages"
-    notes = [
-        f"{unseen} unseen {noun} in INBOX; Rocket.Chat imports only mail that arrives "
-        "after the inbox is created"
-    ]
+    if since is None:
+        first = (
+            f"{unseen} unseen {noun} in INBOX; Rocket.Chat imports only mail that arrives "
+            "after the inbox is created"
+        )
+    else:
+        first = (
+            f"{unseen} unseen {noun} in INBOX since {since.isoformat()}, the day Rocket.Chat "
+            "created the inbox: what its search finds (older unseen mail is never imported)"
+        )
+    notes = [first]
     if idle is False:
         notes.append(
             "the server does not offer IDLE: Rocket.Chat falls back to polling (NOOP every 10 s)"

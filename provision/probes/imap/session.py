@@ -299,11 +299,11 @@ class ImapRun:
     async def _mailbox(self) -> None:
         """``SELECT "INBOX"`` read-write, then Rocket.Chat's ``SEARCH UNSEEN SINCE`` (spec §3.2).
 
-        Rocket.Chat searches ``SINCE _createdAt``; the probe gives the epoch instead, so the
-        one search checks node-imap's criteria and date form (day not zero-padded) and
-        also counts every unseen message: what an operator asks about (issue 11).
+        Rocket.Chat searches ``SINCE _createdAt``; the probe gives that day when it is known
+        (``audit``), else the epoch, so the one search checks node-imap's criteria and date
+        form (day not zero-padded) and counts the unseen mail an operator asks about.
         """
-        since = imap_date(COUNT_SINCE)
+        since = imap_date(self.options.unseen_since or COUNT_SINCE)
         try:
             async with self.rec.step(Step.MAILBOX) as info:
                 select = await self._command(
@@ -326,7 +326,9 @@ class ImapRun:
                     f"INBOX read-write, {exists if exists is not None else '?'} messages, "
                     f"{unseen} unseen"
                 )
-                self.facts["notes"] = import_notes(unseen, idle=self.facts.get("idle"))
+                self.facts["notes"] = import_notes(
+                    unseen, idle=self.facts.get("idle"), since=self.options.unseen_since
+                )
         except StepTimeout as exc:
             raise ProbeFailed(self._timeout(exc)) from None
 
