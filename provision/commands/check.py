@@ -167,7 +167,9 @@ async def probe_all(
         if not options.smtp_verify:  # the IMAP certificate check always verifies
             tls.warm_probe_context(options.ca_file)
     async with run_scope():  # inboxes on one server share its certificate check
-        return await _probe_all(inboxes, options, input_warnings, on_inbox_done, time_left, stop)
+        return await _probe_all(
+            inboxes, options, input_warnings, on_inbox_done, time_left, stop, options_for
+        )
 
 
 async def _probe_all(
@@ -177,6 +179,7 @@ async def _probe_all(
     on_inbox_done: Callable[[InboxResult], None] | None,
     time_left: float | None,
     stop: Stop | None,
+    options_for: Callable[[int, Inbox], ProbeOptions] | None,
 ) -> list[InboxResult]:
     from provision.stopping import Stop
 
