@@ -9,7 +9,8 @@ present, as from a pipeline's second run on):
 
 * start-up: ``provision --version`` and ``provision check --help`` beside the bare
   interpreter, ``import typer`` (the framework's floor) and ``import asyncio, ssl, json``
-  (any asyncio TLS client's floor); where the import time goes (``python -X importtime``);
+  (any asyncio TLS client's floor); a cold check's imports added layer by layer (its
+  start-up floor); where the import time goes (``python -X importtime``);
 * one cold ``provision check`` of one inbox (SMTP STARTTLS on submission, IMAP with
   implicit TLS, ``--ca-file``) against Debian's Postfix and Dovecot on 127.0.0.1, beside
   ``swaks --quit-after AUTH`` then ``curl`` IMAPS ``EXAMINE``, run one after the other;
@@ -460,6 +461,7 @@ def section_startup(report: Report, runs: int, target: Target) -> None:
     report.figures["typer"] = median(times["`python -c 'import typer'` (the framework)"])
     report.goal(f"`provision --version` under {ms(GOAL_VERSION)} ({ms(version)})", version < 0.06)
 
+    _floor(report, runs)
     paths = {
         "--version": provision_cmd("--version"),
         "check --help": provision_cmd("check", "--help"),
@@ -481,6 +483,42 @@ def section_startup(report: Report, runs: int, target: Target) -> None:
         "package, median of 5 runs; importtime's own overhead inflates the sums):",
         "",
         *lines,
+    )
+
+
+#: What a cold ``check`` imports, layer by layer: each row adds to the one before.
+_FLOOR = [
+    ("the interpreter", "pass"),
+    ("+ typer (the framework)", "import typer"),
+    ("+ asyncio, ssl, json (any asyncio TLS client)", "import typer, asyncio, ssl, json"),
+    (
+        "+ aiosmtplib (with `email`), aioimaplib",
+        "import typer, asyncio, ssl, json, aiosmtplib, aioimaplib",
+    ),
+    (
+        "+ provision's modules of a `check --json` run",
+        "import typer, asyncio, ssl, json, aiosmtplib, aioimaplib, provision.cli, "
+        "provision.commands.check, provision.probes.smtp, provision.probes.imap, "
+        "provision.inbox.load, provision.render.json, provision.render.ci",
+    ),
+]
+
+
+def _floor(report: Report, runs: int) -> None:
+    """The start-up floor of a cold check, import by import (fresh processes)."""
+    commands = {label: [sys.executable, "-c", code] for label, code in _FLOOR}
+    times = alternating(
+        runs, {k: (lambda c=c: must(run(c), c[-1]).seconds) for k, c in commands.items()}
+    )
+    report.figures["floor"] = median(times[_FLOOR[-1][0]])
+    rows, before = [], 0.0
+    for label, _code in _FLOOR:
+        now = median(times[label])
+        rows.append([label, ms(now), ms(min(times[label])), f"+{ms(now - before)}"])
+        before = now
+    report.add(
+        f"Where a cold check's start-up goes, import by import (median of {runs})",
+        *table(["imports", "median", "min", "added"], rows),
     )
 
 
@@ -683,7 +721,8 @@ def section_proxy(report: Report, runs: int, batch_runs: int, target: Target) ->
         f"{ms(median([c.servers for c in batch_cpu]) - median(dovecot))}; its connections "
         f"through the proxy: SMTP {batch_connections[0]}, IMAP {batch_connections[1]} (a login "
         "each, and one certificate check for the run: inboxes on one server share it). "
-        "Without the proxy the batch takes about as long: it is bound by CPU on 2 cores "
+        f"Without the proxy the batch still takes {ms(median(loopback))} "
+        f"({median(loopback) / median(batch):.0%} of it): on 2 cores it is bound by CPU "
         "(Dovecot forks a login process per connection and an imap process per login, "
         "Postfix an smtpd per client), not by round trips.",
         "",
