@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from provision.commands.export import ExportResult as ExportResult
     from provision.commands.export import PasswordReference as PasswordReference
     from provision.commands.export import export_inboxes as export_inboxes
+    from provision.commands.prune import PruneOptions as PruneOptions
     from provision.commands.set import SetOptions as SetOptions
     from provision.commands.set import set_inboxes as set_inboxes
     from provision.errors import ConfigError as ConfigError
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 #: Where each public name lives; ``__getattr__`` imports the module on first use.
 _LAZY = {
     "Action": "provision.results",
+    "PruneOptions": "provision.commands.prune",
     "SetOptions": "provision.commands.set",
     "set_inboxes": "provision.commands.set",
     "LoadResult": "provision.inbox",
@@ -114,6 +116,7 @@ __all__ = [
     "PasswordReference",
     "ProbeOptions",
     "ProvisionError",
+    "PruneOptions",
     "Report",
     "RocketChatError",
     "Secret",

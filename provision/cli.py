@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from typer.models import CommandInfo
 
+    from provision.commands.prune import PruneOptions
     from provision.errors import RocketChatCallError
     from provision.inbox import LoadResult
     from provision.models import ProbeOptions
@@ -177,6 +178,32 @@ def set_command(
     ] = 0.0,
     allow_http: AllowHttpOpt = False,
     two_factor_code: TwoFactorOpt = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Afterwards delete the inboxes that are in none of the files (see README).",
+        ),
+    ] = False,
+    prune_scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prune-scope",
+            metavar="DOMAIN",
+            help="With --prune: delete only addresses in this domain (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    max_delete: Annotated[
+        int | None,
+        typer.Option(
+            "--max-delete",
+            metavar="N",
+            min=0,
+            help="With --prune: more planned deletions than N is an error (default 5).",
+            show_default=False,
+        ),
+    ] = None,
     envelope: EnvelopeOpt = False,
 ) -> None:
     """Probe each inbox, then create or update it on Rocket.Chat (only if every probe passed).
@@ -191,6 +218,7 @@ def set_command(
         "dry_run": dry_run,
         "send_test": send_test,
         "wait_active": wait_active,
+        "prune": _prune_options(prune, prune_scope or [], max_delete, run.json_output),
     }
     from provision.stopping import handling_signals
 
@@ -198,6 +226,20 @@ def set_command(
         coro = _set(run, server or "", two_factor_code, switches, options, ci, stop)
         report = _run(coro, run.json_output, ci, stop)
         _emit(report, run.json_output, code=_finish_ci(ci, report), quiet=run.quiet)
+
+
+def _prune_options(
+    prune: bool, scopes: list[str], max_delete: int | None, json_output: bool
+) -> PruneOptions:
+    from provision.commands.prune import DEFAULT_MAX_DELETE, PruneOptions
+
+    if not prune and (scopes or max_delete is not None):
+        _usage_error("--prune-scope and --max-delete only apply with --prune", json_output)
+    for scope in scopes:
+        if not scope or "@" in scope or any(c.isspace() for c in scope):
+            _usage_error(f"--prune-scope {scope!r}: give a domain such as example.com", json_output)
+    limit = DEFAULT_MAX_DELETE if max_delete is None else max_delete
+    return PruneOptions(enabled=prune, scopes=tuple(scopes), max_delete=limit)
 
 
 def _start(

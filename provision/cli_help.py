@@ -80,6 +80,7 @@ _HELP: dict[str, tuple[str, tuple[str, ...], tuple[ExitCode, ...]]] = {
         (
             "provision set inboxes.yaml --server https://chat.example.com",
             "provision set inboxes.yaml --dry-run          # probe and plan, write nothing",
+            "provision set inboxes/*.yaml --prune --dry-run  # also list what would be deleted",
         ),
         (*_PROBE_CODES, ExitCode.ROCKETCHAT, *_STOPPED),
     ),

@@ -5,7 +5,8 @@ Shape (also the JSON schema, ``schema_version`` 1)::
     Report
       inboxes: [InboxResult]
         name, email, file, warnings: [Finding]
-        stages: [StageResult]            # smtp, imap (then submit, verify for `set`)
+        stages: [StageResult]            # smtp, imap (then submit, verify for `set`;
+                                         # only prune for an inbox `set --prune` deletes)
           stage, status, class, message, hint, field, elapsed_ms,
           steps: [StepResult]            # resolve, connect, tls, greeting, ...
           warnings: [Finding], facts: {...}
@@ -58,6 +59,8 @@ class Stage(StrEnum):
     # audit: what Rocket.Chat says of the stored inbox, then (with --against) the drift
     ROCKETCHAT = "rocketchat"
     DRIFT = "drift"
+    #: ``set --prune``: the deletion of an inbox that is in none of the files
+    PRUNE = "prune"
 
 
 class Step(StrEnum):
@@ -106,6 +109,10 @@ class Action(StrEnum):
     # a stopped run (SIGINT, SIGTERM, SIGHUP), or a write whose answer was lost
     NOT_STARTED = "not-started"  #: stopped before anything was sent for this inbox
     UNKNOWN = "unknown"  #: a write was sent, its outcome is not known: rerun (it converges)
+    # set --prune (commands/prune.py): deleted, would delete, or listed without --prune
+    DELETED = "deleted"
+    DELETE = "delete"
+    ONLY_ON_SERVER = "only-on-server"
 
 
 class ExitCode(IntEnum):

@@ -168,7 +168,8 @@ async def test_strict_warning_skips_submit(box: Sandbox) -> None:
     file.write_text(text)
     report = await _set(box, file, strict=True)
     assert {i.extra["action"] for i in report.inboxes} == {Action.SKIPPED}
-    assert _inbox_requests(box) == []
+    # Only the list that looks for inboxes on the server alone (commands/prune.py).
+    assert _inbox_requests(box) == [("GET", "/api/v1/email-inbox.list")]
     assert report.exit_code is ExitCode.USAGE
 
 

@@ -39,6 +39,7 @@ PUBLIC = {
     "PasswordReference",
     "ProbeOptions",
     "ProvisionError",
+    "PruneOptions",
     "Report",
     "RocketChatError",
     "Secret",

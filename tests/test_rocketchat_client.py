@@ -597,6 +597,103 @@ async def test_duplicate_unknown_and_missing_inboxes(app: RocketChatDouble, rc: 
         await rc.delete_inbox(inbox_id)
 
 
+# ------------------------------------------------------------ delete (prune)
+
+
+async def _new_inbox(rc: RocketChat) -> str:
+    return await rc.save_inbox(plan_body_for_create(inbox_payload(make_inbox())))
+
+
+@module_loop
+async def test_delete_is_confirmed_by_a_read_back(app: RocketChatDouble, rc: RocketChat) -> None:
+    inbox_id = await _new_inbox(rc)
+    assert await rc.delete_inbox(inbox_id, "support@example.com") == 1
+    assert app.deleted == [inbox_id]
+    assert [r.status for r in app.requests_to("GET", f"{INBOX}/{inbox_id}")] == [404]
+
+
+@module_loop
+async def test_delete_500_is_resent_only_after_a_read_back_shows_it_there(
+    app: RocketChatDouble, rc: RocketChat
+) -> None:
+    inbox_id = await _new_inbox(rc)
+    app.inject("DELETE", f"{INBOX}/:_id", Fault.error(500))
+    assert await rc.delete_inbox(inbox_id) == 2
+    assert [r.status for r in app.requests_to("DELETE", f"{INBOX}/{inbox_id}")] == [500, 200]
+    # read-back after the 500 (there), then the confirmation (gone)
+    assert [r.status for r in app.requests_to("GET", f"{INBOX}/{inbox_id}")] == [200, 404]
+    assert app.deleted == [inbox_id]
+
+
+@module_loop
+async def test_delete_that_applied_is_not_resent(app: RocketChatDouble, rc: RocketChat) -> None:
+    inbox_id = await _new_inbox(rc)
+    app.inject("DELETE", f"{INBOX}/:_id", Fault.error(502, apply=True))
+    assert await rc.delete_inbox(inbox_id) == 1
+    assert len(app.requests_to("DELETE", f"{INBOX}/{inbox_id}")) == 1
+    assert app.deleted == [inbox_id]
+
+
+@module_loop
+async def test_delete_timeout_after_it_applied_is_confirmed_gone(
+    app: FaultyRocketChat, make_rc: MakeClient
+) -> None:
+    client = make_rc(timeout=0.3)
+    await client.connect()
+    inbox_id = await _new_inbox(client)
+    app.inject("DELETE", f"{INBOX}/:_id", Fault.held(asyncio.Event(), apply=True))
+    assert await client.delete_inbox(inbox_id) == 1
+    assert app.deleted == [inbox_id]
+    assert len(app.requests_to("DELETE", f"{INBOX}/{inbox_id}")) == 1
+
+
+@module_loop
+async def test_delete_gives_up_not_applied_or_unknown(
+    app: RocketChatDouble, rc: RocketChat
+) -> None:
+    inbox_id = await _new_inbox(rc)
+    app.inject("DELETE", f"{INBOX}/:_id", Fault.error(503), times=10)
+    with pytest.raises(RocketChatUnavailableError) as kept:
+        await rc.delete_inbox(inbox_id)
+    assert kept.value.write_state == "not-applied"
+    assert "still there" in str(kept.value)
+    assert len(app.requests_to("DELETE", f"{INBOX}/{inbox_id}")) == FAST.attempts
+    app.reset()
+    app.add_admin(password=PASSWORD, token=TOKEN, user_id=rc.info.user_id)
+    inbox_id = await _new_inbox(rc)
+    app.inject("DELETE", f"{INBOX}/:_id", Fault.error(502, apply=True))
+    app.inject("GET", f"{INBOX}/:_id", Fault.error(503), times=10)
+    with pytest.raises(RocketChatUnavailableError) as unknown:
+        await rc.delete_inbox(inbox_id)
+    assert unknown.value.write_state == "unknown"
+    assert len(app.requests_to("DELETE", f"{INBOX}/{inbox_id}")) == 1
+    assert_clean(unknown.value)
+
+
+@module_loop
+async def test_delete_answered_but_not_confirmed_is_unknown(
+    app: RocketChatDouble, rc: RocketChat
+) -> None:
+    inbox_id = await _new_inbox(rc)
+    app.inject("GET", f"{INBOX}/:_id", Fault.error(503), times=10)
+    with pytest.raises(RocketChatUnavailableError) as caught:
+        await rc.delete_inbox(inbox_id)
+    assert caught.value.write_state == "unknown"
+    assert "answered the DELETE with success" in str(caught.value)
+    assert app.deleted == [inbox_id]
+
+
+@module_loop
+async def test_inbox_present_before_5_3_asks_search(app: RocketChatDouble, rc: RocketChat) -> None:
+    inbox_id = await _new_inbox(rc)
+    app.version = "5.2.0"
+    assert await rc.inbox_present(inbox_id, "support@example.com")
+    await rc.delete_inbox(inbox_id, "support@example.com")
+    assert not await rc.inbox_present(inbox_id, "support@example.com")
+    # Only where GET gave no document: the delete's confirmation and the last call.
+    assert len(app.requests_to("GET", SEARCH)) == 2
+
+
 # --------------------------------------------------------- create/update cycle
 
 

@@ -479,6 +479,87 @@ async def test_delete_removes_the_inbox(as_admin: httpx.AsyncClient, app: Rocket
     assert app.inboxes == {}
 
 
+async def _create(client: httpx.AsyncClient, **changes: object) -> str:
+    response = await client.post(INBOX, json=inbox_body(**changes))
+    inbox_id: str = response.json()["_id"]
+    return inbox_id
+
+
+@pytest.mark.parametrize("e5", [False, True], ids=["E4", "E5"])
+async def test_delete_answers_id_then_404(
+    app: RocketChatDouble, as_admin: httpx.AsyncClient, e5: bool
+) -> None:
+    app.e5 = e5
+    inbox_id = await _create(as_admin)
+    first = await as_admin.delete(f"{INBOX}/{inbox_id}")
+    assert (first.status_code, first.json()) == (200, {"_id": inbox_id, "success": True})
+    again = await as_admin.delete(f"{INBOX}/{inbox_id}")
+    assert (again.status_code, again.json()) == (
+        404,
+        {"success": False, "error": "Resource not found"},
+    )
+    gone = await as_admin.get(f"{INBOX}/{inbox_id}")
+    assert gone.status_code == 404
+    search = await as_admin.get(f"{INBOX}.search", params={"email": "support@example.com"})
+    assert search.json() == {"emailInbox": None, "success": True}
+    assert app.deleted == [inbox_id]
+
+
+async def test_delete_needs_the_permission_and_a_login(
+    app: RocketChatDouble, as_admin: httpx.AsyncClient, http: httpx.AsyncClient
+) -> None:
+    inbox_id = await _create(as_admin)
+    agent = app.add_user("agent")
+    refused = await http.delete(f"{INBOX}/{inbox_id}", headers=auth(agent))
+    assert (refused.status_code, refused.json()["error"]) == (
+        403,
+        "User does not have the permissions required for this action [error-unauthorized]",
+    )
+    anonymous = await http.delete(
+        f"{INBOX}/{inbox_id}", headers={"X-Auth-Token": "", "X-User-Id": ""}
+    )
+    assert anonymous.status_code == 401
+    assert list(app.inboxes) == [inbox_id]
+    assert app.deleted == []
+
+
+async def test_delete_removes_only_that_inbox_and_cancels_its_self_disable(
+    app: RocketChatDouble, as_admin: httpx.AsyncClient
+) -> None:
+    app.bad_imap_passwords = {"bad"}
+    app.self_disable_delay = 3600
+    doomed = await _create(
+        as_admin,
+        email="old@example.com",
+        imap={**inbox_body()["imap"], "password": "bad"},
+    )
+    kept = await _create(as_admin)
+    await as_admin.delete(f"{INBOX}/{doomed}")
+    assert list(app.inboxes) == [kept]
+    assert doomed not in app._handles  # nothing left to switch off
+
+
+async def test_get_unknown_id_before_5_3_is_200_with_null_payload(
+    app: RocketChatDouble, as_admin: httpx.AsyncClient
+) -> None:
+    app.version = "5.2.0"
+    old = await as_admin.get(f"{INBOX}/nope")
+    assert (old.status_code, old.json()) == (200, {"success": True})
+    app.version = "5.3.0"
+    assert (await as_admin.get(f"{INBOX}/nope")).status_code == 404
+
+
+@faulty
+async def test_fault_500_on_the_next_delete_leaves_the_inbox(
+    app: FaultyRocketChat, as_admin: httpx.AsyncClient
+) -> None:
+    inbox_id = await _create(as_admin)
+    app.inject("DELETE", f"{INBOX}/:_id", Fault.error(500))
+    assert (await as_admin.delete(f"{INBOX}/{inbox_id}")).status_code == 500
+    assert list(app.inboxes) == [inbox_id]
+    assert (await as_admin.delete(f"{INBOX}/{inbox_id}")).status_code == 200
+
+
 async def test_search_absent_is_200_null_and_query_is_checked(
     as_admin: httpx.AsyncClient,
 ) -> None:

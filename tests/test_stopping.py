@@ -573,7 +573,9 @@ def test_readme_documents_every_action_and_exit_code() -> None:
         assert f"\n| {int(code)} |" in table, code
     for action in Action:
         assert f"`{action.value}`" in readme, action
-    assert ACTIONS | {"create", "update"} == {a.value for a in Action}
+    # Dry-run actions, and those of inboxes only on the server (commands/prune.py).
+    prune = {"deleted", "delete", "only-on-server"}
+    assert ACTIONS | {"create", "update"} | prune == {a.value for a in Action}
 
 
 # ------------------------------------------------------------------------ discover

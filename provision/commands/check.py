@@ -202,7 +202,15 @@ async def _probe_all(
         return result
 
     tasks = [asyncio.ensure_future(one(i, inbox)) for i, inbox in enumerate(inboxes)]
-    await stop.settle(tasks, within=limit + _GRACE)
+    try:
+        await stop.settle(tasks, within=limit + _GRACE)
+    except asyncio.CancelledError:
+        # Cancelled from outside (an exporter's round at shutdown): the probes are this
+        # call's own tasks, so they end here, their connections closed, not orphaned.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     results = []
     for index, (inbox, task) in enumerate(zip(inboxes, tasks, strict=True)):
         done = task.result() if task.done() and not task.cancelled() else None

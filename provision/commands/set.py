@@ -10,6 +10,9 @@ one ``POST /api/v1/email-inbox``, so nothing is ever half-written:
   **unchanged** (no write at all);
 * verify: read the inbox back by id and compare; with ``wait_active`` keep reading
   and fail if Rocket.Chat switched it off (spec §3.2, §4).
+
+Inboxes stored on the server but in none of the files are ``provision.commands.prune``'s:
+planned before the probes, deleted (``--prune``) after every write.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from provision.commands.prune import PruneOptions
 from provision.errors import ConfigError, ConfigProblem
 from provision.models import Inbox, ProbeOptions
 from provision.results import Action, FailureClass, InboxResult, Report, Stage, StageResult, Status
@@ -49,6 +53,7 @@ class SetOptions:
         send_test: after a write, ask Rocket.Chat to send its test mail.
         wait_active: seconds to keep re-reading a written inbox; fail if it turns inactive.
         write_concurrency: inboxes submitted at once (the client waits out 429s).
+        prune: ``--prune`` and its limits (``provision.commands.prune``).
     """
 
     server: str
@@ -58,6 +63,7 @@ class SetOptions:
     send_test: bool = False
     wait_active: float = 0.0
     write_concurrency: int = 2
+    prune: PruneOptions = field(default_factory=PruneOptions)
 
 
 #: How often ``wait_active`` re-reads an inbox.
@@ -99,6 +105,7 @@ async def set_inboxes(
             (before any probe or write).
     """
     from provision.commands.check import probe_all, report_settings
+    from provision.commands.prune import Pruning
     from provision.errors import RocketChatCallError
     from provision.rocketchat.client import open_rocketchat
     from provision.rocketchat.transport import RocketChatOptions
@@ -116,7 +123,9 @@ async def set_inboxes(
         "server": target.server,
         "allow_http": target.allow_http,
         "dry_run": target.dry_run,
+        **target.prune.settings(),
     }
+    pruning = Pruning(options=target.prune, dry_run=target.dry_run)
     try:
         async with contextlib.AsyncExitStack() as stack:
             async with stop.stoppable():
@@ -131,6 +140,7 @@ async def set_inboxes(
                 stack.callback(_bound_logout, rc, stop)
                 report.settings["rocketchat_version"] = rc.info.version
                 departments = await resolve_departments(rc, inboxes)
+                await pruning.prepare(rc, inboxes)
             report.inboxes[:] = await probe_all(
                 inboxes,
                 options,
@@ -155,12 +165,14 @@ async def set_inboxes(
             for task in tasks:  # a bug in one inbox's job: the CLI reports an internal error
                 if task.done() and not task.cancelled() and (error := task.exception()):
                     raise error
+            await pruning.run(rc, report, strict=options.strict, stop=stop)
     except Stopped:
         pass  # stopped while connecting: nothing was probed or sent (``_stopped`` says so)
     except RocketChatCallError as exc:
         _unreachable(report, inboxes, exc)
     if stop.requested:
         _stopped(report, inboxes, str(stop.name))
+        pruning.stopped(report, str(stop.name))
     report.elapsed_ms = (time.perf_counter() - started) * 1000
     return report
 

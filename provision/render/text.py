@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from provision.render.terminal import safe_data
-from provision.results import Action, Finding, InboxResult, Report, StageResult, Status
+from provision.results import Action, Finding, InboxResult, Report, Stage, StageResult, Status
 
 __all__ = ["render_text", "stopped_note"]
 
@@ -107,6 +107,15 @@ def _finding_lines(finding: Finding, where: str, paint: Any) -> list[str]:
 def _stage_summary(stage: StageResult) -> str:
     facts = stage.facts
     parts: list[str] = []
+    if stage.stage is Stage.PRUNE:
+        # What is (or would be) deleted, named as the server stores it.
+        department = facts.get("department")
+        parts.append(f"{facts.get('name')!s} <{facts.get('address')!s}>")
+        if department:
+            parts.append(f"department {department!s}")
+        if stage.message and stage.status is not Status.FAILED:
+            parts.append(stage.message)
+        return " | ".join(parts)
     if isinstance(facts.get("plan"), str):
         parts.append(facts["plan"])
     if isinstance(facts.get("address"), str):

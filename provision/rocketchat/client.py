@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -21,6 +22,7 @@ from provision.errors import (
     RocketChatAuthError,
     RocketChatDepartmentError,
     RocketChatError,
+    RocketChatNotFoundError,
     RocketChatProtocolError,
     RocketChatRateLimitedError,
     RocketChatUnavailableError,
@@ -42,6 +44,13 @@ __all__ = ["RocketChat", "ServerInfo", "open_rocketchat"]
 logger = logging.getLogger("provision.rocketchat")
 
 _INBOX = "/api/v1/email-inbox"
+
+T = TypeVar("T")
+
+
+def _segment(inbox_id: str) -> str:
+    """An id as one path segment: ids come from the server, which may send anything."""
+    return quote(inbox_id, safe="")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,7 +270,7 @@ class RocketChat:
         Raises:
             RocketChatNotFoundError: no such inbox.
         """
-        data = await self._t.call("GET", f"{_INBOX}/{inbox_id}")
+        data = await self._t.call("GET", f"{_INBOX}/{_segment(inbox_id)}")
         data.pop("success", None)
         return self._learn(data)
 
@@ -280,13 +289,87 @@ class RocketChat:
                 self._errors.add(settings["password"])
         return inbox
 
-    async def delete_inbox(self, inbox_id: str) -> None:
-        """Delete an inbox (spec §1.5).
+    async def delete_inbox(self, inbox_id: str, email: str | None = None) -> int:
+        """Delete an inbox and confirm by a read-back that it is gone (spec §1.5).
+
+        The DELETE is never simply repeated: after a 5xx, a timeout or a transport
+        error the inbox is read back, and the DELETE is sent again only when that
+        shows the inbox still there (a repeated DELETE of a deleted inbox is a 404,
+        which would hide that the first one worked).
+
+        Args:
+            inbox_id: the inbox's ``_id``.
+            email: its address, for the read-back on servers before 5.3 (spec §1.4).
+
+        Returns:
+            How many DELETE requests were sent.
 
         Raises:
-            RocketChatNotFoundError: no such inbox.
+            RocketChatNotFoundError: no such inbox (nothing was deleted).
+            RocketChatUnavailableError: the server kept failing; ``write_state`` is
+                ``"not-applied"`` (read back: still there) or ``"unknown"``.
+            RocketChatProtocolError: the DELETE was answered, the inbox is still there.
         """
-        await self._t.call("DELETE", f"{_INBOX}/{inbox_id}")
+        path = f"{_INBOX}/{_segment(inbox_id)}"
+
+        async def gone(exc: RocketChatUnavailableError) -> bool | None:
+            return None if await self._still_there(inbox_id, email, exc) else True
+
+        _, went, attempt = await self._write("DELETE", path, gone, kept="the inbox is still there")
+        if went:
+            return attempt
+        try:
+            present = await self.inbox_present(inbox_id, email)
+        except RocketChatError as exc:
+            raise self._errors.error(
+                RocketChatUnavailableError,
+                f"Rocket.Chat answered the DELETE with success, but reading it back failed: {exc}",
+                write_state="unknown",
+                method="DELETE",
+                path=path,
+            ) from exc
+        if present:
+            raise self._errors.error(
+                RocketChatProtocolError,
+                "Rocket.Chat answered the DELETE with success, but the inbox is still there",
+                hint="another writer may have recreated it; run again to see",
+                method="DELETE",
+                path=path,
+            )
+        return attempt
+
+    async def inbox_present(self, inbox_id: str, email: str | None = None) -> bool:
+        """Whether the inbox with this id is stored: ``GET email-inbox/:_id``.
+
+        404 means absent (5.3+, spec §1.4); before 5.3 an unknown id is a 200 without
+        a document, then a search by ``email`` confirms (spec §1.6).
+        """
+        try:
+            found = await self.get_inbox(inbox_id)
+        except RocketChatNotFoundError:
+            return False
+        if found.get("_id") == inbox_id:
+            return True
+        if email is None:
+            return False
+        by_address = await self.search_inbox(email)
+        return by_address is not None and by_address.get("_id") == inbox_id
+
+    async def _still_there(
+        self, inbox_id: str, email: str | None, failure: RocketChatUnavailableError
+    ) -> bool:
+        try:
+            return await self.inbox_present(inbox_id, email)
+        except RocketChatError as exc:
+            raise self._errors.error(
+                RocketChatUnavailableError,
+                f"{failure.message}; the inbox may or may not have been deleted "
+                f"(reading it back failed: {exc})",
+                write_state="unknown",
+                status=failure.status,
+                method="DELETE",
+                path=f"{_INBOX}/{_segment(inbox_id)}",
+            ) from exc
 
     async def save_inbox(self, body: Mapping[str, Any]) -> str:
         """Create (no ``_id``) or update (with ``_id``) an inbox; return its id.
@@ -309,35 +392,16 @@ class RocketChat:
             value = body.get(section)
             if isinstance(value, Mapping) and isinstance(value.get("password"), str):
                 self._errors.add(value["password"])
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                data = await self._t.call("POST", path, json_body=dict(body), attempts=1)
-                break
-            except RocketChatUnavailableError as exc:
-                # Never connected: nothing to read back, the write cannot have happened.
-                applied = await self._read_back(body, exc) if exc.request_sent else None
-                if applied is not None:
-                    logger.debug("POST %s failed but the read-back shows it applied", path)
-                    return applied
-                delay = self._t.backoff(attempt)
-                if attempt >= self._t.retry.attempts or not self._t.fits(delay):
-                    why = (
-                        "a read-back shows the inbox was not written"
-                        if exc.request_sent
-                        else "the request never reached the server, nothing was written"
-                    )
-                    raise self._errors.error(
-                        RocketChatUnavailableError,
-                        f"{exc.message}; {why}",
-                        write_state="not-applied",
-                        request_sent=exc.request_sent,
-                        status=exc.status,
-                        method="POST",
-                        path=path,
-                    ) from exc
-                await self._t.sleep(delay)
+
+        async def applied(exc: RocketChatUnavailableError) -> str | None:
+            return await self._read_back(body, exc)
+
+        data, applied_id, _ = await self._write(
+            "POST", path, applied, json_body=dict(body), kept="the inbox was not written"
+        )
+        if applied_id is not None:
+            return applied_id
+        assert data is not None
         inbox_id = data.get("_id")
         if isinstance(inbox_id, str) and inbox_id:
             return inbox_id
@@ -351,6 +415,59 @@ class RocketChat:
             method="POST",
             path=path,
         )
+
+    async def _write(
+        self,
+        method: str,
+        path: str,
+        applied: Callable[[RocketChatUnavailableError], Awaitable[T | None]],
+        *,
+        json_body: Any = None,
+        kept: str,
+    ) -> tuple[dict[str, Any] | None, T | None, int]:
+        """Send a write that must not simply be repeated (a create, a delete).
+
+        After a 5xx, a timeout or a transport error ``applied`` reads back; the write
+        is sent again only when it answers ``None`` (not applied), within the retry
+        policy and the deadline.
+
+        Returns:
+            ``(answer, None, attempts)``, or ``(None, read-back value, attempts)`` when
+            a failed attempt turned out to have applied.
+
+        Raises:
+            RocketChatUnavailableError: ``write_state="not-applied"`` after the last
+                attempt (``kept`` says what the read-back showed).
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                data = await self._t.call(method, path, json_body=json_body, attempts=1)
+                return data, None, attempt
+            except RocketChatUnavailableError as exc:
+                # Never connected: nothing to read back, the write cannot have happened.
+                found = await applied(exc) if exc.request_sent else None
+                if found is not None:
+                    logger.debug("%s %s failed but the read-back shows it applied", method, path)
+                    return None, found, attempt
+                delay = self._t.backoff(attempt)
+                if attempt >= self._t.retry.attempts or not self._t.fits(delay):
+                    why = (
+                        f"a read-back shows {kept}"
+                        if exc.request_sent
+                        else "the request never reached the server, nothing was written"
+                    )
+                    raise self._errors.error(
+                        RocketChatUnavailableError,
+                        f"{exc.message}; {why}",
+                        write_state="not-applied",
+                        request_sent=exc.request_sent,
+                        status=exc.status,
+                        method=method,
+                        path=path,
+                    ) from exc
+                await self._t.sleep(delay)
 
     async def _read_back(
         self, body: Mapping[str, Any], failure: RocketChatUnavailableError

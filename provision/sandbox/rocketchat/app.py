@@ -71,6 +71,7 @@ class RocketChatDouble:
         logouts: ``(user id, token, token kind)`` of every successful logout.
         sent_tests: send-test requests that would have sent a mail.
         self_disabled: ids of inboxes that switched themselves off.
+        deleted: ids removed by ``DELETE /api/v1/email-inbox/:_id``, in order.
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class RocketChatDouble:
         self.logouts: list[tuple[str, str, str]] = []
         self.sent_tests: list[SentTest] = []
         self.self_disabled: list[str] = []
+        self.deleted: list[str] = []
         self._limiter = RateLimiter()
 
     def shutdown(self) -> None:

@@ -181,6 +181,9 @@ async def _get(
 ) -> Response:
     doc = double.inboxes.get(params["_id"])
     if doc is None:
+        if double.version_info < (5, 3):
+            # Before PR #26796 (5.3.0) an unknown id was a 200 with a null payload (§1.4).
+            return Response.json(200, {"success": True})
         raise failure("Resource not found", status=404)
     return Response.json(200, {**to_json(doc), "success": True})
 
@@ -188,9 +191,12 @@ async def _get(
 async def _delete(
     double: RocketChatDouble, request: Request, user: User | None, params: Params
 ) -> Response:
+    """``DELETE /api/v1/email-inbox/:_id``: the same answers in E4 and E5 (§1.5, §1.8)."""
     if double.inboxes.pop(params["_id"], None) is None:
         raise failure("Resource not found", status=404)
+    # The deletion restarts the inbox connections (§4): a pending self-disable is moot.
     double.forget(params["_id"])
+    double.deleted.append(params["_id"])
     return Response.json(200, {"_id": params["_id"], "success": True})
 
 
