@@ -66,8 +66,8 @@ async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -
 
     result = InboxResult.for_inbox(inbox)
     stages = await asyncio.gather(
-        _guarded(Stage.SMTP, probe_smtp(inbox, options, deadline=deadline)),
-        _guarded(Stage.IMAP, probe_imap(inbox, options, deadline=deadline)),
+        _guarded(Stage.SMTP, lambda: probe_smtp(inbox, options, deadline=deadline)),
+        _guarded(Stage.IMAP, lambda: probe_imap(inbox, options, deadline=deadline)),
     )
     for stage in stages:
         log_steps(inbox, stage)
@@ -88,13 +88,19 @@ async def _round_trip(
         return skipped
     from provision.probes.roundtrip import probe_round_trip
 
-    return await _guarded(Stage.ROUND_TRIP, probe_round_trip(inbox, options, deadline=deadline))
+    return await _guarded(
+        Stage.ROUND_TRIP, lambda: probe_round_trip(inbox, options, deadline=deadline)
+    )
 
 
-async def _guarded(stage: Stage, probe: Awaitable[StageResult]) -> StageResult:
-    """Turn a bug inside a probe into a reported failure instead of a traceback."""
+async def _guarded(stage: Stage, probe: Callable[[], Awaitable[StageResult]]) -> StageResult:
+    """Turn a bug inside a probe into a reported failure instead of a traceback.
+
+    ``probe`` makes the probe's coroutine only once this one runs: a run cancelled
+    before it starts (a stop, a watch's last round) leaves no coroutine never awaited.
+    """
     try:
-        return await probe
+        return await probe()
     except Exception as exc:  # a bug: report its type only, the text may hold anything
         return StageResult(stage=stage).fail(
             FailureClass.INTERNAL,
