@@ -182,7 +182,7 @@ def test_verbose_adds_one_handler_however_often_it_runs() -> None:
         for args in (["check", "-v"], ["check"], ["check", "-v"]):
             runner.invoke(app, args)
         # One stderr handler (warnings always, everything with -v), never a second.
-        ours = [h for h in logger.handlers if type(h).__module__ == "provision.cli"]
+        ours = [h for h in logger.handlers if type(h).__module__ == "provision.cli_run"]
         assert len(ours) == 1
     finally:
         for handler in logger.handlers[:]:

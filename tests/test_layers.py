@@ -30,9 +30,10 @@ LAYERS = {
     "cli_help": 5,
     "cli_options": 5,
     "watch": 5,
-    "cli": 6,
+    "cli_run": 6,
+    "cli": 7,
     "__init__": 6,
-    "__main__": 7,
+    "__main__": 8,
 }
 SIDEWAYS = {("tls_failures", "tls"), ("tls", "tls_facts")}
 

@@ -158,8 +158,8 @@ def test_wait_line_on_a_terminal_erases_the_progress_line_first() -> None:
     import sys
 
     code = (
-        "import logging, provision.cli as cli\n"
-        "cli._setup_logging(False)\n"
+        "import logging, provision.cli_run as cli_run\n"
+        "cli_run.setup_logging(False)\n"
         "logging.getLogger('provision.rocketchat').warning("
         "'Rocket.Chat rate limit: waiting %.1f s (%s)', 2.0, 'X-RateLimit-Reset\\x1b[31m')\n"
     )

@@ -150,6 +150,7 @@ def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
         "provision.cli_coerce",
         "provision.cli_help",
         "provision.cli_options",
+        "provision.cli_run",
         "provision.errors",
         "provision.results",
     }

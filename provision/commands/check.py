@@ -97,7 +97,7 @@ async def _guarded(stage: Stage, probe: Callable[[], Awaitable[StageResult]]) ->
     """Turn a bug inside a probe into a reported failure instead of a traceback.
 
     ``probe`` makes the probe's coroutine only once this one runs: a run cancelled
-    before it starts (a stop, a watch's last round) leaves no coroutine never awaited.
+    before that (a stop, an exporter's shutdown) leaves no coroutine never awaited.
     """
     try:
         return await probe()
