@@ -8,7 +8,7 @@ stop handling, the report or the error on the way out, and logging to stderr.
 from __future__ import annotations
 
 import contextlib
-import logging
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -24,6 +24,8 @@ from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
 
 if TYPE_CHECKING:
+    import logging
+
     from provision.commands.prune import PruneOptions
     from provision.errors import RocketChatCallError
     from provision.inbox import LoadResult
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
     from provision.stopping import Stop
 
 __all__ = [
-    "StderrHandler",
     "audit_inputs",
     "check_ca_file",
     "color",
@@ -59,6 +60,7 @@ __all__ = [
     "silent_ci",
     "small_tls_buffers",
     "start_run",
+    "stderr_handler",
     "stopped_early",
     "usage_error",
     "watch_rounds",
@@ -439,23 +441,29 @@ def config_error(problems: list[ConfigProblem], json_output: bool) -> NoReturn:
     raise typer.Exit(int(ExitCode.USAGE))
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
+@functools.cache
+def stderr_handler() -> type[logging.Handler]:
+    """The stderr handler class, made on first use: ``--version`` and ``--help`` need no
+    ``logging``. It writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
+    import logging
 
-    def format(self, record: logging.LogRecord) -> str:
-        from provision.render.terminal import safe_text
+    class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+        def format(self, record: logging.LogRecord) -> str:
+            from provision.render.terminal import safe_text
 
-        text = safe_text(super().format(record))
-        # On a terminal, first erase a progress line ("[10/10] probed; submitting...").
-        return "\r\x1b[K" + text if is_terminal(sys.stderr) else text
+            text = safe_text(super().format(record))
+            # On a terminal, first erase a progress line ("[10/10] probed; submitting...").
+            return "\r\x1b[K" + text if is_terminal(sys.stderr) else text
 
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
+        @property
+        def stream(self) -> Any:
+            return sys.stderr
 
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
+        @stream.setter
+        def stream(self, _value: Any) -> None:
+            pass
+
+    return StderrHandler
 
 
 def is_terminal(stream: Any) -> bool:
@@ -470,10 +478,13 @@ def setup_logging(verbose: bool) -> None:
 
     One handler, however often called.
     """
+    import logging
+
+    handler_type = stderr_handler()
     logger = logging.getLogger("provision")
-    handler = next((h for h in logger.handlers if isinstance(h, StderrHandler)), None)
+    handler = next((h for h in logger.handlers if isinstance(h, handler_type)), None)
     if handler is None:
-        handler = StderrHandler()
+        handler = handler_type()
         logger.addHandler(handler)
     handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if verbose:

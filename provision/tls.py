@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime as dt
 import functools
-import hashlib
 import os
 import ssl
 import threading
 from pathlib import Path
 from typing import Any
+
+from provision.tls_facts import cert_facts
 
 __all__ = [
     "cert_facts",
@@ -131,40 +131,24 @@ async def probe_context(ca_file: Path | None = None, *, verify: bool = True) -> 
     return await asyncio.wrap_future(warm_probe_context(ca_file, verify=verify))
 
 
-def session_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any]:
-    """Negotiated TLS version and cipher, plus certificate facts, of a live session."""
+def session_facts(
+    ssl_object: ssl.SSLObject | ssl.SSLSocket | None, *, certificate: bool = True
+) -> dict[str, Any]:
+    """Negotiated TLS version and cipher, plus certificate facts, of a live session.
+
+    The facts come from ``getpeercert()`` when the session was verified, and from the
+    DER (``cryptography``) when it was not (:func:`~provision.tls_facts.cert_facts`).
+    ``certificate=False``: version and cipher only (IMAP describes its unverified
+    certificate once the verifying check has seen it, see ``probes.imap``).
+    """
     if ssl_object is None:
         return {}
     facts: dict[str, Any] = {"version": ssl_object.version()}
     cipher = ssl_object.cipher()
     if cipher:
         facts["cipher"] = cipher[0]
-    der = ssl_object.getpeercert(binary_form=True)
-    if der:
-        facts["certificate"] = cert_facts(der)
+    if certificate:
+        der = ssl_object.getpeercert(binary_form=True)
+        if der:
+            facts["certificate"] = cert_facts(der, ssl_object.getpeercert())
     return facts
-
-
-def cert_facts(der: bytes) -> dict[str, Any]:
-    """Subject, issuer, names covered, validity and fingerprint of a DER certificate."""
-    from cryptography import x509  # heavy: only when a certificate is in hand
-
-    cert = x509.load_der_x509_certificate(der)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    except x509.ExtensionNotFound:
-        names = []
-    now = dt.datetime.now(dt.UTC)
-    not_after = cert.not_valid_after_utc
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "names": names,
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": not_after.isoformat(),
-        "days_left": (not_after - now).days,
-        "self_signed": cert.issuer == cert.subject,
-        "sha256": hashlib.sha256(der).hexdigest(),
-    }

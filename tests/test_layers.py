@@ -18,6 +18,7 @@ LAYERS = {
     "results": 1,
     "tls": 2,
     "tls_failures": 2,
+    "tls_facts": 2,
     "inbox": 2,
     "probes": 3,
     "rocketchat": 3,
@@ -34,7 +35,7 @@ LAYERS = {
     "__init__": 6,
     "__main__": 8,
 }
-SIDEWAYS = {("tls_failures", "tls")}
+SIDEWAYS = {("tls_failures", "tls"), ("tls", "tls_facts")}
 
 
 def _unit(module: str) -> str:

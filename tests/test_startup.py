@@ -3,6 +3,7 @@ pydantic-free parameter coercion that keeps Typer's cost off the hot path."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from provision.cli import app
+from provision.sandbox.ca import SandboxCA
+from tests.servers.mailhost import MailHost
 
 #: Prints, after the run, every imported module name as JSON on stderr's last line.
 _CHILD = """
@@ -81,6 +84,44 @@ def test_check_of_a_json_file_imports_only_what_it_needs(one_inbox: Path) -> Non
     assert not {m for m in modules if m.startswith(tuple(f"provision.{u}" for u in unused))}
 
 
+async def test_check_of_verified_servers_describes_certificates_without_cryptography(
+    tmp_path: Path, sandbox_ca: SandboxCA, ca_file: Path
+) -> None:
+    """SMTP STARTTLS and IMAP TLS with certificates that verify (``--ca-file``): the
+    facts come from OpenSSL (``getpeercert()``), no DER parser is imported."""
+    host = await MailHost.start("startup@example.com", "pw-2", sandbox_ca.server_context())
+    login = {"server": "localhost", "username": "startup@example.com", "password": "pw-2"}
+    inbox = {
+        "name": "Verified",
+        "email": "startup@example.com",
+        "smtp": {**login, "port": host.smtp.port, "secure": False},
+        "imap": {**login, "port": host.imap.port, "secure": True},
+    }
+    path = tmp_path / "inbox.json"
+    path.write_text(json.dumps({"inboxes": [inbox]}))
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _CHILD,
+            *("check", "--json", "--ca-file", str(ca_file), str(path)),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            out, err = await child.communicate()
+    finally:
+        await host.close()
+    modules = set(json.loads(err.decode().strip().splitlines()[-1]))
+    stages = json.loads(out)["inboxes"][0]["stages"]
+    assert [s["status"] for s in stages] == ["passed", "passed"], stages
+    for stage in stages:
+        assert stage["facts"]["tls"]["certificate"]["names"][0] == "localhost"
+    assert stages[1]["facts"]["certificate_verified"] is True
+    assert "cryptography" not in _top(modules)
+
+
 def test_audit_imports_only_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rocket.Chat refuses at once (a closed loopback port): the client, nothing of the rest."""
     monkeypatch.setenv("ROCKETCHAT_USER_ID", "u1")
@@ -100,6 +141,7 @@ def test_audit_imports_only_what_it_needs(tmp_path: Path, monkeypatch: pytest.Mo
 def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
     modules = _imported("--version", cwd=tmp_path)
     heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}
+    heavy |= {"logging"}  # its handler is made when a command sets logging up
     assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
     assert {m for m in modules if m.startswith("provision.")} <= {
         "provision._lazy",

@@ -162,6 +162,31 @@ async def probe_all(
     for inactive inboxes, the search from each one's creation day); the run-wide ones
     (deadline, concurrency) stay ``options``'.
     """
+    from provision import tls
+    from provision.probes._shared import run_scope  # the probes' modules load lazily
+
+    if inboxes:
+        # Reading the system CA store takes some 20 ms of CPU, in a thread that mostly
+        # runs without the GIL: started now, it overlaps the import of the protocol
+        # libraries (probe_inbox) instead of holding up the first STARTTLS.
+        tls.warm_probe_context(options.ca_file, verify=options.smtp_verify)
+        if not options.smtp_verify:  # the IMAP certificate check always verifies
+            tls.warm_probe_context(options.ca_file)
+    async with run_scope():  # inboxes on one server share its certificate check
+        return await _probe_all(
+            inboxes, options, input_warnings, on_inbox_done, time_left, stop, options_for
+        )
+
+
+async def _probe_all(
+    inboxes: Sequence[Inbox],
+    options: ProbeOptions,
+    input_warnings: Mapping[int, Sequence[Finding]] | None,
+    on_inbox_done: Callable[[InboxResult], None] | None,
+    time_left: float | None,
+    stop: Stop | None,
+    options_for: Callable[[int, Inbox], ProbeOptions] | None,
+) -> list[InboxResult]:
     from provision.stopping import Stop
 
     stop = stop if stop is not None else Stop()

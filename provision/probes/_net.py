@@ -11,6 +11,7 @@ import asyncio
 import errno
 import socket
 
+from provision.probes._shared import shared
 from provision.probes._steps import Recorder, StepTimeout
 from provision.probes.failure import ProbeFailed
 from provision.results import Failure, FailureClass, Step
@@ -35,15 +36,9 @@ async def resolve(rec: Recorder, host: str, port: int, *, prefix: str) -> list[A
     Raises:
         ProbeFailed: the name does not resolve (class by ``gaierror`` code).
     """
-    loop = asyncio.get_running_loop()
     try:
         async with rec.step(Step.RESOLVE) as info:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            seen: list[AddrInfo] = []
-            for family, _type, _proto, _canon, sockaddr in infos:
-                item: AddrInfo = (family, sockaddr)  # type: ignore[assignment]
-                if item not in seen:
-                    seen.append(item)
+            seen = await _addresses(host, port)
             info.detail = ", ".join(str(a[1][0]) for a in seen)
     except socket.gaierror as exc:
         raise ProbeFailed(_dns_failure(exc, host, prefix)) from None
@@ -64,6 +59,39 @@ async def resolve(rec: Recorder, host: str, port: int, *, prefix: str) -> list[A
             )
         raise ProbeFailed(failure) from None
     return seen
+
+
+async def _addresses(host: str, port: int) -> list[AddrInfo]:
+    """Every address of ``host``, once each, in the resolver's order.
+
+    An address needs no resolver and no thread; a name is looked up once per run.
+    """
+    if _is_address(host):
+        flags = socket.AI_NUMERICHOST  # never asks a resolver, so never blocks the loop
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags)
+        await asyncio.sleep(0)  # one turn of the loop: a step begun past the deadline ends
+    else:
+        loop = asyncio.get_running_loop()
+        infos = await shared(
+            ("resolve", host, port), lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        )
+    seen: list[AddrInfo] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        item: AddrInfo = (family, sockaddr)  # type: ignore[assignment]
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _is_address(host: str) -> bool:
+    """An IPv4 or IPv6 literal (``inet_pton``: no resolver, unlike ``getaddrinfo``)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):  # ValueError: a NUL in the name
+            continue
+        return True
+    return False
 
 
 def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> Failure:

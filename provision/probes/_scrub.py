@@ -41,7 +41,10 @@ def scrub(text: str, *secrets: str | Secret | None, limit: int = DEFAULT_LIMIT) 
     Returns:
         Text that is safe for messages, facts and logs.
     """
-    variants = _variants(secrets)
+    return _scrub(text, _variants(secrets), limit)
+
+
+def _scrub(text: str, variants: list[str], limit: int = DEFAULT_LIMIT) -> str:
     text = _replace(text, variants)
     text = _escaped(text)
     text = _replace(text, variants)
@@ -52,25 +55,26 @@ def scrub(text: str, *secrets: str | Secret | None, limit: int = DEFAULT_LIMIT) 
 
 def scrub_stage(result: StageResult, *secrets: str | Secret | None) -> None:
     """:func:`scrub` everything a stage will show: message, step details, findings, facts."""
+    variants = _variants(secrets)  # once per stage, not once per text (some 50 texts)
     if result.message is not None:
-        result.message = scrub(result.message, *secrets)
+        result.message = _scrub(result.message, variants)
     for step in result.steps:
         if step.detail is not None:
-            step.detail = scrub(step.detail, *secrets)
+            step.detail = _scrub(step.detail, variants)
     for finding in result.warnings:
-        finding.message = scrub(finding.message, *secrets)
-    scrubbed = _scrub_json(result.facts, secrets)
+        finding.message = _scrub(finding.message, variants)
+    scrubbed = _scrub_json(result.facts, variants)
     result.facts.clear()
     result.facts.update(scrubbed)
 
 
-def _scrub_json(value: Any, secrets: tuple[str | Secret | None, ...]) -> Any:
+def _scrub_json(value: Any, variants: list[str]) -> Any:
     if isinstance(value, str):
-        return scrub(value, *secrets)
+        return _scrub(value, variants)
     if isinstance(value, list):
-        return [_scrub_json(v, secrets) for v in value]
+        return [_scrub_json(v, variants) for v in value]
     if isinstance(value, dict):
-        return {k: _scrub_json(v, secrets) for k, v in value.items()}
+        return {k: _scrub_json(v, variants) for k, v in value.items()}
     return value
 
 

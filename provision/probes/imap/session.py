@@ -19,6 +19,7 @@ from provision.models import ImapSettings, ProbeOptions, Secret
 from provision.probes import _net
 from provision.probes._certs import expiry_finding
 from provision.probes._scrub import scrub
+from provision.probes._shared import shared
 from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
 from provision.probes.failure import ProbeFailed
 from provision.probes.imap.classify import (
@@ -76,10 +77,17 @@ PLAN_PLAINTEXT = "plaintext, never STARTTLS (as node-imap)"
 
 @dataclass(frozen=True, slots=True)
 class _CertCheck:
-    """Outcome of the credential-free, verifying handshake."""
+    """Outcome of the credential-free, verifying handshake.
+
+    ``der`` and ``peercert``: the certificate it verified and OpenSSL's description of
+    it, so the probe's own (unverified) session is described without parsing DER when
+    both saw the same certificate.
+    """
 
     verified: bool
     reason: str
+    der: bytes | None = None
+    peercert: dict[str, Any] | None = None
 
 
 class ImapRun:
@@ -104,6 +112,8 @@ class ImapRun:
         self.sock: socket.socket | None = None
         self.peer: tuple[int, Any] | None = None
         self.cert_task: asyncio.Task[_CertCheck] | None = None
+        #: The certificate of the probe's own session, described once the check is done.
+        self.der: bytes | None = None
         self.early_confirm: asyncio.Task[Greeting | None] | None = None
         self.auth_clock = 0.0
 
@@ -166,7 +176,8 @@ class ImapRun:
         try:
             async with self.rec.step(Step.TLS) as info:
                 await self.client.connected()
-                facts = tls.session_facts(self._transport().get_extra_info("ssl_object"))
+                ssl_object = self._transport().get_extra_info("ssl_object")
+                facts = tls.session_facts(ssl_object, certificate=False)
                 info.detail = (
                     f"{facts.get('version')} {facts.get('cipher')}, "
                     "certificate not verified, no SNI"
@@ -176,17 +187,11 @@ class ImapRun:
         except OSError as exc:  # ssl.SSLError is an OSError
             raise ProbeFailed(await self._tls_failure(exc)) from None
         self.facts["tls"] = facts
-        expiring = expiry_finding(
-            facts,
-            self.options,
-            server=self.imap.server,
-            field="imap.server",
-            consequence="Rocket.Chat's IMAP login still works then, unverified, but the "
-            "certificate no longer protects the password",
-        )
-        if expiring is not None:
-            self.rec.result.warn(expiring)
-        self.cert_task = asyncio.create_task(self._check_certificate())
+        self.der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        # The same address, name, trust and certificate verify the same way: one check
+        # per run for all inboxes on this server (_shared), concurrent with the login.
+        key = ("imap-certificate", self.peer, self.imap.server, self.options.ca_file, self.der)
+        self.cert_task = asyncio.create_task(shared(key, self._check_certificate))
 
     async def _greeting(self) -> Greeting:
         proto = self._proto()
@@ -484,6 +489,9 @@ class ImapRun:
                     sock, lambda: GreetingProtocol(self.loop), ctx, self.imap.server
                 )
                 assert isinstance(proto, GreetingProtocol)
+                seen = transport.get_extra_info("ssl_object")
+                der = seen.getpeercert(binary_form=True) if seen else None
+                peercert = seen.getpeercert() if seen else None
                 await shutdown(transport, proto.closed)
         except TimeoutError:
             return _CertCheck(False, f"the verifying handshake got no answer within {cap:.1f} s")
@@ -492,7 +500,7 @@ class ImapRun:
             reason = failure.message if failure else f"the verifying handshake failed ({exc})"
             return _CertCheck(False, reason)
         trust = "the system store" + (" and --ca-file" if self.options.ca_file else "")
-        return _CertCheck(True, f"verified against {trust}")
+        return _CertCheck(True, f"verified against {trust}", der, peercert)
 
     async def _certificate_finding(self) -> None:
         task, self.cert_task = self.cert_task, None
@@ -502,14 +510,39 @@ class ImapRun:
         if current is not None and current.cancelling() and not task.done():
             task.cancel()  # the whole probe is being abandoned: do not wait for the check
             await asyncio.wait({task})
+            self._describe_certificate(None)
             return
         check = await task
+        self._describe_certificate(check)
         self.facts["certificate_verified"] = check.verified
         self.facts["certificate_check"] = check.reason
         if not check.verified:
             self.rec.result.warn(
                 cert_finding(self.imap, check.reason, self.facts.get("tls", {}), self.options)
             )
+
+    def _describe_certificate(self, check: _CertCheck | None) -> None:
+        """``facts.tls.certificate`` of the probe's session, and its ``cert-expiring``.
+
+        When the verifying check saw the same certificate, OpenSSL's description of it
+        is used; otherwise (not verified, or a different certificate for the SNI name)
+        the DER is parsed.
+        """
+        if not self.der:
+            return
+        peercert = check.peercert if check is not None and check.der == self.der else None
+        facts = self.facts["tls"]
+        facts["certificate"] = tls.cert_facts(self.der, peercert)
+        expiring = expiry_finding(
+            facts,
+            self.options,
+            server=self.imap.server,
+            field="imap.server",
+            consequence="Rocket.Chat's IMAP login still works then, unverified, but the "
+            "certificate no longer protects the password",
+        )
+        if expiring is not None:
+            self.rec.result.warn(expiring)
 
     # ---- classification that needs the network (mismatch confirmation)
 
