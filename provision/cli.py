@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from provision._version import __version__
 from provision.cli_coerce import FastCommand, FastGroup
+from provision.cli_dispatch import only_needed_commands
 from provision.cli_help import command_help
 from provision.cli_options import (
     AllowHttpOpt,
@@ -71,10 +71,6 @@ from provision.cli_run import (
 )
 from provision.errors import ConfigError, ConfigProblem
 from provision.results import ExitCode
-
-if TYPE_CHECKING:
-    from typer.models import CommandInfo
-
 
 __all__ = ["app", "main"]
 
@@ -582,49 +578,10 @@ def schema_command() -> None:
     raise typer.Exit(0)
 
 
-def _commands_needed(args: list[str]) -> list[CommandInfo] | None:
-    """The registered commands a run needs, or None for all of them.
-
-    Typer turns every registered command into a Click command (reading its signature
-    and annotations, about 1 ms each) before it parses anything; a run that names a
-    command, or only asks for ``--version``, needs one or none. Root help, no
-    arguments, an unknown name or any other root option keep them all.
-    """
-    names = [a for a in args if not a.startswith("-")]
-    before = args[: args.index(names[0])] if names else args
-    if any(a != "--version" for a in before) or not args:
-        return None
-    if not names:
-        return []
-    wanted = [c for c in app.registered_commands if _command_name(c) == names[0]]
-    return wanted or None
-
-
-def _command_name(info: CommandInfo) -> str | None:
-    if info.name or info.callback is None:
-        return info.name
-    return typer.main.get_command_name(info.callback.__name__)
-
-
-@contextlib.contextmanager
-def _only_needed_commands(args: list[str]) -> Iterator[None]:
-    """Register only the commands this run needs while it runs (see _commands_needed)."""
-    registered = list(app.registered_commands) if isinstance(app, typer.Typer) else None
-    needed = _commands_needed(args) if registered is not None else None
-    if needed is None:
-        yield
-        return
-    app.registered_commands[:] = needed
-    try:
-        yield
-    finally:
-        app.registered_commands[:] = registered or []
-
-
 def main() -> None:
     """Console entry point: the only place an unexpected exception is caught."""
     try:
-        with _only_needed_commands(sys.argv[1:]):
+        with only_needed_commands(app, sys.argv[1:]):
             app()
     except SystemExit as done:
         exit_past_hung_threads(done)

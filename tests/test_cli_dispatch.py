@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-from provision.cli import _commands_needed, app, main
+from provision.cli import app, main
+from provision.cli_dispatch import commands_needed
 
 
 def _names(args: list[str]) -> list[str | None] | None:
-    needed = _commands_needed(args)
+    needed = commands_needed(app, args)
     return None if needed is None else [c.name or c.callback.__name__ for c in needed]  # type: ignore[union-attr]
 
 

@@ -31,6 +31,7 @@ LAYERS = {
     "cli_options": 5,
     "watch": 5,
     "cli_run": 6,
+    "cli_dispatch": 6,
     "cli": 7,
     "__init__": 6,
     "__main__": 8,

@@ -148,6 +148,7 @@ def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
         "provision._version",
         "provision.cli",
         "provision.cli_coerce",
+        "provision.cli_dispatch",
         "provision.cli_help",
         "provision.cli_options",
         "provision.cli_run",
