@@ -59,6 +59,7 @@ from provision.cli_run import (
     run_audit,
     run_check,
     run_check_offline,
+    run_export,
     run_report,
     run_set,
     say,
@@ -69,7 +70,7 @@ from provision.cli_run import (
     usage_error,
     watch_rounds,
 )
-from provision.errors import ConfigError, ConfigProblem
+from provision.errors import ConfigError
 from provision.results import ExitCode
 
 __all__ = ["app", "main"]
@@ -511,62 +512,16 @@ def export_command(
     inbox (SUPPORT_EXAMPLE_COM_SMTP_PASSWORD); the file's header lists them.
     Credentials come from the environment, as for `set`.
     """
-    setup_logging(verbose)
-    if not server:
-        usage_error("no Rocket.Chat server: give --server URL or set ROCKETCHAT_URL", False)
-    if output is not None and output.exists() and not force:
-        usage_error(f"{output} exists; give --force to overwrite it", False)
-    import dataclasses
-
-    from provision.commands.export import export_inboxes
-    from provision.errors import RocketChatCallError
-    from provision.rocketchat.credentials import check_url, credentials_from_env
-    from provision.stopping import Stopped, handling_signals
-
-    try:
-        credentials = credentials_from_env(os.environ, code=two_factor_code)
-        check_url(server, allow_http=allow_http)
-        with handling_signals() as stop:
-            result = stop.run(
-                export_inboxes(
-                    server,
-                    credentials,
-                    ca_file=check_ca_file(ca_file),
-                    allow_http=allow_http,
-                    time_limit=timeout,
-                ),
-                stoppable=True,
-            )
-    except Stopped:
-        stopped_early("export", stop, False)
-    except ConfigError as exc:
-        config_error(exc.problems, False)
-    except RocketChatCallError as exc:
-        say(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
-        raise typer.Exit(int(ExitCode.ROCKETCHAT)) from None
-    shown = str(output) if output is not None else "<stdout>"
-    if output is None:
-        typer.echo(result.text, nl=False)
-    else:
-        try:
-            result.write(output, overwrite=force)
-        except FileExistsError:
-            usage_error(f"{output} exists; give --force to overwrite it", False)
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            config_error([ConfigProblem(f"cannot write: {reason}", file=str(output))], False)
-    for warning in result.warnings:
-        say(f"warning: {warning}")
-    for problem in result.problems:
-        say(f"warning: {dataclasses.replace(problem, file=shown)}")
-    if result.problems:
-        typer.echo("warning: edit these fields before `provision set` accepts the file", err=True)
-    typer.echo(
-        f"exported {result.count} inbox{'es' if result.count != 1 else ''} to {shown}; "
-        f"set {len(result.variables)} password variables before using it (see its header)",
-        err=True,
+    run_export(
+        server,
+        output,
+        force=force,
+        allow_http=allow_http,
+        two_factor_code=two_factor_code,
+        ca_file=ca_file,
+        timeout=timeout,
+        verbose=verbose,
     )
-    raise typer.Exit(0)
 
 
 @app.command(name="schema", cls=FastCommand, **command_help("schema"))
