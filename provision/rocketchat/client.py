@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -38,14 +38,13 @@ from provision.rocketchat.transport import (
     Transport,
     make_http_client,
 )
+from provision.rocketchat.writes import write_unrepeated
 
 __all__ = ["RocketChat", "ServerInfo", "open_rocketchat"]
 
 logger = logging.getLogger("provision.rocketchat")
 
 _INBOX = "/api/v1/email-inbox"
-
-T = TypeVar("T")
 
 
 def _segment(inbox_id: str) -> str:
@@ -315,7 +314,9 @@ class RocketChat:
         async def gone(exc: RocketChatUnavailableError) -> bool | None:
             return None if await self._still_there(inbox_id, email, exc) else True
 
-        _, went, attempt = await self._write("DELETE", path, gone, kept="the inbox is still there")
+        _, went, attempt = await write_unrepeated(
+            self._t, self._errors, "DELETE", path, gone, kept="the inbox is still there"
+        )
         if went:
             return attempt
         try:
@@ -396,8 +397,14 @@ class RocketChat:
         async def applied(exc: RocketChatUnavailableError) -> str | None:
             return await self._read_back(body, exc)
 
-        data, applied_id, _ = await self._write(
-            "POST", path, applied, json_body=dict(body), kept="the inbox was not written"
+        data, applied_id, _ = await write_unrepeated(
+            self._t,
+            self._errors,
+            "POST",
+            path,
+            applied,
+            json_body=dict(body),
+            kept="the inbox was not written",
         )
         if applied_id is not None:
             return applied_id
@@ -415,59 +422,6 @@ class RocketChat:
             method="POST",
             path=path,
         )
-
-    async def _write(
-        self,
-        method: str,
-        path: str,
-        applied: Callable[[RocketChatUnavailableError], Awaitable[T | None]],
-        *,
-        json_body: Any = None,
-        kept: str,
-    ) -> tuple[dict[str, Any] | None, T | None, int]:
-        """Send a write that must not simply be repeated (a create, a delete).
-
-        After a 5xx, a timeout or a transport error ``applied`` reads back; the write
-        is sent again only when it answers ``None`` (not applied), within the retry
-        policy and the deadline.
-
-        Returns:
-            ``(answer, None, attempts)``, or ``(None, read-back value, attempts)`` when
-            a failed attempt turned out to have applied.
-
-        Raises:
-            RocketChatUnavailableError: ``write_state="not-applied"`` after the last
-                attempt (``kept`` says what the read-back showed).
-        """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                data = await self._t.call(method, path, json_body=json_body, attempts=1)
-                return data, None, attempt
-            except RocketChatUnavailableError as exc:
-                # Never connected: nothing to read back, the write cannot have happened.
-                found = await applied(exc) if exc.request_sent else None
-                if found is not None:
-                    logger.debug("%s %s failed but the read-back shows it applied", method, path)
-                    return None, found, attempt
-                delay = self._t.backoff(attempt)
-                if attempt >= self._t.retry.attempts or not self._t.fits(delay):
-                    why = (
-                        f"a read-back shows {kept}"
-                        if exc.request_sent
-                        else "the request never reached the server, nothing was written"
-                    )
-                    raise self._errors.error(
-                        RocketChatUnavailableError,
-                        f"{exc.message}; {why}",
-                        write_state="not-applied",
-                        request_sent=exc.request_sent,
-                        status=exc.status,
-                        method=method,
-                        path=path,
-                    ) from exc
-                await self._t.sleep(delay)
 
     async def _read_back(
         self, body: Mapping[str, Any], failure: RocketChatUnavailableError
