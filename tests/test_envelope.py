@@ -14,7 +14,7 @@ import pytest
 
 from provision.models import ImapSettings, Inbox, ProbeOptions, Secret, SmtpSettings
 from provision.probes.smtp import probe_smtp
-from provision.probes.smtp.classify import envelope_failure
+from provision.probes.smtp.envelope_replies import envelope_failure
 from provision.results import ExitCode, FailureClass, StageResult, Step
 from provision.sandbox.smtpd import start_smtp_server
 from tests.servers.faults import DROP, SILENT, Reply

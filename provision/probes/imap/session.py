@@ -1,7 +1,8 @@
 """The IMAP stage's steps, as node-imap takes them, and the credential-free second looks.
 
-Failures are decided by :mod:`.classify`; a step that fails raises
-:class:`~provision.probes.failure.ProbeFailed`, which ``probe_imap`` records.
+Failures are decided by :mod:`.classify`, the certificate check is :mod:`.certificate`;
+a step that fails raises :class:`~provision.probes.failure.ProbeFailed`, which
+``probe_imap`` records.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aioimaplib
@@ -17,11 +17,10 @@ import aioimaplib
 from provision import tls
 from provision.models import ImapSettings, ProbeOptions, Secret
 from provision.probes import _net
-from provision.probes._certs import expiry_finding
 from provision.probes._scrub import scrub
-from provision.probes._shared import shared
 from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
 from provision.probes.failure import ProbeFailed
+from provision.probes.imap.certificate import CertificateCheck
 from provision.probes.imap.classify import (
     COUNT_SINCE,
     RC_AUTH_TIMEOUT,
@@ -29,7 +28,6 @@ from provision.probes.imap.classify import (
     UNSENDABLE,
     capabilities_in,
     capability_code,
-    cert_finding,
     classify_greeting,
     closed_failure,
     exists_in,
@@ -55,10 +53,7 @@ from provision.probes.imap.classify import (
 from provision.probes.imap.connection import (
     Client,
     Greeting,
-    GreetingProtocol,
     ImapProtocol,
-    dial,
-    open_transport,
     read_greeting,
     settle,
     shutdown,
@@ -73,21 +68,6 @@ __all__ = ["PLAN_PLAINTEXT", "PLAN_TLS", "ImapRun"]
 PLAN_TLS = "implicit TLS, certificate not verified, no SNI (as node-imap)"
 #: The plan printed for ``imap.secure: false`` (spec §3.2).
 PLAN_PLAINTEXT = "plaintext, never STARTTLS (as node-imap)"
-
-
-@dataclass(frozen=True, slots=True)
-class _CertCheck:
-    """Outcome of the credential-free, verifying handshake.
-
-    ``der`` and ``peercert``: the certificate it verified and OpenSSL's description of
-    it, so the probe's own (unverified) session is described without parsing DER when
-    both saw the same certificate.
-    """
-
-    verified: bool
-    reason: str
-    der: bytes | None = None
-    peercert: dict[str, Any] | None = None
 
 
 class ImapRun:
@@ -111,9 +91,8 @@ class ImapRun:
         self.client: Client | None = None
         self.sock: socket.socket | None = None
         self.peer: tuple[int, Any] | None = None
-        self.cert_task: asyncio.Task[_CertCheck] | None = None
-        #: The certificate of the probe's own session, described once the check is done.
-        self.der: bytes | None = None
+        #: The check of the session's certificate, made once its TLS handshake is done.
+        self.certificate: CertificateCheck | None = None
         self.early_confirm: asyncio.Task[Greeting | None] | None = None
         self.auth_clock = 0.0
 
@@ -163,7 +142,8 @@ class ImapRun:
                 self.early_confirm.cancel()
                 await asyncio.wait({self.early_confirm})
             await self._close()
-            await self._certificate_finding()
+            if self.certificate is not None:
+                await self.certificate.finish()
 
     async def _open(self) -> None:
         """Start aioimaplib on our socket; the ``tls`` step when ``secure``."""
@@ -187,11 +167,9 @@ class ImapRun:
         except OSError as exc:  # ssl.SSLError is an OSError
             raise ProbeFailed(await self._tls_failure(exc)) from None
         self.facts["tls"] = facts
-        self.der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        # The same address, name, trust and certificate verify the same way: one check
-        # per run for all inboxes on this server (_shared), concurrent with the login.
-        key = ("imap-certificate", self.peer, self.imap.server, self.options.ca_file, self.der)
-        self.cert_task = asyncio.create_task(shared(key, self._check_certificate))
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        assert self.peer is not None
+        self.certificate = CertificateCheck(self.rec, self.imap, self.options, self.peer, der)
 
     async def _greeting(self) -> Greeting:
         proto = self._proto()
@@ -476,73 +454,6 @@ class ImapRun:
                 return await read_greeting(*self.peer, secure=secure)
         except (TimeoutError, OSError):
             return None
-
-    async def _check_certificate(self) -> _CertCheck:
-        """A second handshake with verification on and SNI = ``imap.server``."""
-        assert self.peer is not None
-        cap = min(self.options.step_timeout, self.rec.remaining())
-        try:
-            async with asyncio.timeout(max(cap, 0.0)):
-                ctx = await tls.probe_context(self.options.ca_file)
-                sock = await dial(*self.peer)
-                transport, proto = await open_transport(
-                    sock, lambda: GreetingProtocol(self.loop), ctx, self.imap.server
-                )
-                assert isinstance(proto, GreetingProtocol)
-                seen = transport.get_extra_info("ssl_object")
-                der = seen.getpeercert(binary_form=True) if seen else None
-                peercert = seen.getpeercert() if seen else None
-                await shutdown(transport, proto.closed)
-        except TimeoutError:
-            return _CertCheck(False, f"the verifying handshake got no answer within {cap:.1f} s")
-        except OSError as exc:
-            failure = classify_tls_error(exc, server=self.imap.server)
-            reason = failure.message if failure else f"the verifying handshake failed ({exc})"
-            return _CertCheck(False, reason)
-        trust = "the system store" + (" and --ca-file" if self.options.ca_file else "")
-        return _CertCheck(True, f"verified against {trust}", der, peercert)
-
-    async def _certificate_finding(self) -> None:
-        task, self.cert_task = self.cert_task, None
-        if task is None:
-            return
-        current = asyncio.current_task()
-        if current is not None and current.cancelling() and not task.done():
-            task.cancel()  # the whole probe is being abandoned: do not wait for the check
-            await asyncio.wait({task})
-            self._describe_certificate(None)
-            return
-        check = await task
-        self._describe_certificate(check)
-        self.facts["certificate_verified"] = check.verified
-        self.facts["certificate_check"] = check.reason
-        if not check.verified:
-            self.rec.result.warn(
-                cert_finding(self.imap, check.reason, self.facts.get("tls", {}), self.options)
-            )
-
-    def _describe_certificate(self, check: _CertCheck | None) -> None:
-        """``facts.tls.certificate`` of the probe's session, and its ``cert-expiring``.
-
-        When the verifying check saw the same certificate, OpenSSL's description of it
-        is used; otherwise (not verified, or a different certificate for the SNI name)
-        the DER is parsed.
-        """
-        if not self.der:
-            return
-        peercert = check.peercert if check is not None and check.der == self.der else None
-        facts = self.facts["tls"]
-        facts["certificate"] = tls.cert_facts(self.der, peercert)
-        expiring = expiry_finding(
-            facts,
-            self.options,
-            server=self.imap.server,
-            field="imap.server",
-            consequence="Rocket.Chat's IMAP login still works then, unverified, but the "
-            "certificate no longer protects the password",
-        )
-        if expiring is not None:
-            self.rec.result.warn(expiring)
 
     # ---- classification that needs the network (mismatch confirmation)
 

@@ -31,12 +31,12 @@ from provision.probes.smtp.classify import (
     FollowUp,
     capability_lines,
     describe,
-    envelope_failure,
     first_line,
     follow_up,
     reply_text,
 )
 from provision.probes.smtp.connection import AUTHENTICATORS, NODEMAILER_MECHANISMS, Connection
+from provision.probes.smtp.envelope_replies import envelope_failure
 from provision.results import Failure, Stage, StageResult, Status, Step
 
 __all__ = ["SmtpProbe", "nodemailer_hostname", "secret_forms"]
