@@ -356,21 +356,34 @@ class RocketChat:
         by_address = await self.search_inbox(email)
         return by_address is not None and by_address.get("_id") == inbox_id
 
+    def _unconfirmed(
+        self,
+        failure: RocketChatUnavailableError,
+        exc: RocketChatError,
+        what: str,
+        done: str,
+        method: str,
+        path: str,
+    ) -> RocketChatUnavailableError:
+        """A write that failed and whose read-back failed too: its state is unknown."""
+        return self._errors.error(
+            RocketChatUnavailableError,
+            f"{failure.message}; {what} may or may not have been {done} "
+            f"(reading it back failed: {exc})",
+            write_state="unknown",
+            status=failure.status,
+            method=method,
+            path=path,
+        )
+
     async def _still_there(
         self, inbox_id: str, email: str | None, failure: RocketChatUnavailableError
     ) -> bool:
         try:
             return await self.inbox_present(inbox_id, email)
         except RocketChatError as exc:
-            raise self._errors.error(
-                RocketChatUnavailableError,
-                f"{failure.message}; the inbox may or may not have been deleted "
-                f"(reading it back failed: {exc})",
-                write_state="unknown",
-                status=failure.status,
-                method="DELETE",
-                path=f"{_INBOX}/{_segment(inbox_id)}",
-            ) from exc
+            path = f"{_INBOX}/{_segment(inbox_id)}"
+            raise self._unconfirmed(failure, exc, "the inbox", "deleted", "DELETE", path) from exc
 
     async def save_inbox(self, body: Mapping[str, Any]) -> str:
         """Create (no ``_id``) or update (with ``_id``) an inbox; return its id.
@@ -430,15 +443,7 @@ class RocketChat:
         try:
             found = await self.search_inbox(str(body.get("email")))
         except RocketChatError as exc:
-            raise self._errors.error(
-                RocketChatUnavailableError,
-                f"{failure.message}; the write may or may not have been applied "
-                f"(reading it back failed: {exc})",
-                write_state="unknown",
-                status=failure.status,
-                method="POST",
-                path=_INBOX,
-            ) from exc
+            raise self._unconfirmed(failure, exc, "the write", "applied", "POST", _INBOX) from exc
         if found is None:
             return None
         wanted_id = body.get("_id")
