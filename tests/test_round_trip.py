@@ -24,7 +24,7 @@ from provision.results import ExitCode, FailureClass, StageResult, Status, Step
 from provision.sandbox.imapd import RunningServer, start_imap_server
 from provision.sandbox.smtpd import start_smtp_server
 from tests.servers.faults import DROP, PerCall
-from tests.servers.imap_misbehaving import Script, start_scripted_server
+from tests.servers.imap_misbehaving import Script, ScriptedImapServer, start_scripted_server
 
 EMAIL = "support@example.test"
 PASSWORD = "Canary-roundtrip-93b1"
@@ -57,6 +57,19 @@ async def _round_trip(inbox: Inbox, *, wait: float, budget: float = 20.0) -> Sta
     options = ProbeOptions(step_timeout=STEP, round_trip=True, round_trip_timeout=wait)
     deadline = asyncio.get_running_loop().time() + budget
     return await probe_round_trip(inbox, options, deadline=deadline)
+
+
+async def _against_scripted_imap(script: Script) -> tuple[StageResult, ScriptedImapServer]:
+    """A round trip through a real SMTP server into a scripted IMAP server (returned
+    closed, for what it recorded)."""
+    imap = await start_scripted_server(script)
+    try:
+        async with await start_smtp_server(
+            mode="plain", tls_context=None, users={EMAIL: PASSWORD}
+        ) as smtp:
+            return await _round_trip(_inbox(smtp.port, imap.port), wait=2.0), imap
+    finally:
+        await imap.close()
 
 
 async def _imap_client(port: int) -> aioimaplib.IMAP4:
@@ -235,14 +248,7 @@ async def test_without_uidplus_other_deleted_mail_is_not_expunged() -> None:
             ),
         }
     )
-    imap = await start_scripted_server(script)
-    try:
-        async with await start_smtp_server(
-            mode="plain", tls_context=None, users={EMAIL: PASSWORD}
-        ) as smtp:
-            result = await _round_trip(_inbox(smtp.port, imap.port), wait=2.0)
-    finally:
-        await imap.close()
+    result, imap = await _against_scripted_imap(script)
 
     assert result.status is Status.WARNING, result.to_json()
     assert [w.code for w in result.warnings] == ["round-trip-not-removed"]
@@ -314,14 +320,7 @@ async def test_connection_lost_during_cleanup_is_seen_but_not_removed() -> None:
             "UID": PerCall(b"* SEARCH 7\r\n{tag} OK found\r\n", DROP),  # STORE: the server goes
         }
     )
-    imap = await start_scripted_server(script)
-    try:
-        async with await start_smtp_server(
-            mode="plain", tls_context=None, users={EMAIL: PASSWORD}
-        ) as smtp:
-            result = await _round_trip(_inbox(smtp.port, imap.port), wait=2.0)
-    finally:
-        await imap.close()
+    result, _imap = await _against_scripted_imap(script)
 
     assert result.status is Status.WARNING, result.to_json()
     assert [w.code for w in result.warnings] == ["round-trip-not-removed"]
@@ -331,14 +330,7 @@ async def test_connection_lost_during_cleanup_is_seen_but_not_removed() -> None:
 
 async def test_connection_lost_while_looking_fails_and_names_the_header() -> None:
     script = Script(replies={"NOOP": b"{tag} OK NOOP done\r\n", "UID": DROP})
-    imap = await start_scripted_server(script)
-    try:
-        async with await start_smtp_server(
-            mode="plain", tls_context=None, users={EMAIL: PASSWORD}
-        ) as smtp:
-            result = await _round_trip(_inbox(smtp.port, imap.port), wait=2.0)
-    finally:
-        await imap.close()
+    result, _imap = await _against_scripted_imap(script)
 
     assert result.status is Status.FAILED, result.to_json()
     assert (result.message or "").startswith("sent, but looking for it over IMAP failed: ")
