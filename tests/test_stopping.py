@@ -28,10 +28,10 @@ import yaml
 from provision.commands.set import SetOptions, set_inboxes
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions
-from provision.results import ExitCode
+from provision.results import ExitCode, Report
 from provision.rocketchat.credentials import TokenAuth
 from provision.sandbox.runner import Sandbox, running_sandbox
-from provision.stopping import GRACE
+from provision.stopping import GRACE, Stop
 from tests.doubles.rocketchat_faults import Fault, FaultyRocketChat
 
 BATCH = 4
@@ -173,20 +173,23 @@ def _assert_matches_store(doc: dict[str, Any], box: Sandbox) -> None:
     assert written <= set(stored) <= written | unknown
 
 
+async def _set_here(
+    box: Sandbox, batch: Path, *, stop: Stop | None = None, timeout: float = 30, **target: Any
+) -> Report:
+    """``set`` of ``batch`` in this process (the library call), against the box."""
+    options = ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=timeout)
+    credentials = TokenAuth(user_id=box.user_id, token=box.token)
+    target_options = SetOptions(server=box.rocketchat_url, credentials=credentials, **target)
+    inboxes = load_inboxes([str(batch)]).inboxes
+    return await set_inboxes(inboxes, options, target_options, stop=stop)
+
+
 async def _rerun_converges(box: Sandbox, batch: Path, before: dict[str, str]) -> None:
     """A second run finishes the job: what was written is unchanged, nothing is doubled.
 
     In this process (the library call ``set`` makes): a process start per rerun is slow.
     """
-    loaded = load_inboxes([str(batch)])
-    report = await set_inboxes(
-        loaded.inboxes,
-        ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=30),
-        SetOptions(
-            server=box.rocketchat_url,
-            credentials=TokenAuth(user_id=box.user_id, token=box.token),
-        ),
-    )
+    report = await _set_here(box, batch)
     assert report.exit_code is ExitCode.OK, report.to_json()
     actions = _actions(report.to_json())
     for email in before:
@@ -628,24 +631,11 @@ async def test_discover_stopped_writes_nothing(tmp_path: Path) -> None:
 
 async def test_a_library_caller_stops_set_with_its_own_stop(box: Sandbox) -> None:
     """No signal handler: ``Stop.request`` from the caller's own code does the same."""
-    from provision.stopping import Stop
 
     double, release = _double(box), asyncio.Event()
     double.inject("POST", INBOX, Fault.held(release), skip=1, times=1)
-    loaded = load_inboxes([str(_batch(box))])
     stop = Stop()
-    run = asyncio.ensure_future(
-        set_inboxes(
-            loaded.inboxes,
-            ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=30),
-            SetOptions(
-                server=box.rocketchat_url,
-                credentials=TokenAuth(user_id=box.user_id, token=box.token),
-                write_concurrency=1,
-            ),
-            stop=stop,
-        )
-    )
+    run = asyncio.ensure_future(_set_here(box, _batch(box), stop=stop, write_concurrency=1))
     async with asyncio.timeout(LIMIT):
         await double.wait_received("POST", INBOX, 2)
     stop.request(signal.SIGTERM)
@@ -661,7 +651,6 @@ async def test_a_library_caller_stops_set_with_its_own_stop(box: Sandbox) -> Non
 
 async def test_check_stopped_before_it_starts_probes_nothing(box: Sandbox) -> None:
     from provision.commands.check import check
-    from provision.stopping import Stop
 
     stop = Stop()
     stop.request(signal.SIGINT)
@@ -677,22 +666,11 @@ async def test_check_stopped_before_it_starts_probes_nothing(box: Sandbox) -> No
 async def test_set_stopped_during_wait_active_keeps_the_write_and_says_the_wait_was_cut(
     box: Sandbox,
 ) -> None:
-    from provision.stopping import Stop
 
     double = _double(box)
-    loaded = load_inboxes([str(_batch(box, 1))])
     stop = Stop()
     run = asyncio.ensure_future(
-        set_inboxes(
-            loaded.inboxes,
-            ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=60),
-            SetOptions(
-                server=box.rocketchat_url,
-                credentials=TokenAuth(user_id=box.user_id, token=box.token),
-                wait_active=30,
-            ),
-            stop=stop,
-        )
+        _set_here(box, _batch(box, 1), stop=stop, timeout=60, wait_active=30)
     )
     async with asyncio.timeout(LIMIT):
         await double.wait_received("GET", f"{INBOX}/:_id", 2)  # read back, then one poll
@@ -712,15 +690,7 @@ async def test_a_write_whose_answer_and_read_back_both_fail_is_unknown(box: Sand
     double = _double(box)
     double.inject("POST", INBOX, Fault.error(502, apply=True))
     double.inject("GET", f"{INBOX}.search", Fault.error(503), skip=1, times=10)
-    loaded = load_inboxes([str(_batch(box, 1))])
-    report = await set_inboxes(
-        loaded.inboxes,
-        ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=30),
-        SetOptions(
-            server=box.rocketchat_url,
-            credentials=TokenAuth(user_id=box.user_id, token=box.token),
-        ),
-    )
+    report = await _set_here(box, _batch(box, 1))
     (inbox,) = report.inboxes
     assert inbox.action == "unknown"
     submit = {s.stage: s for s in inbox.stages}["submit"]
