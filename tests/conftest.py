@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,16 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             "no_proxy",
         }:
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``-v`` (and the CLI's warning handler) add to the ``provision`` logger; take
+    what a test added away again."""
+    logger = logging.getLogger("provision")
+    before, level = list(logger.handlers), logger.level
+    yield
+    for handler in logger.handlers[:]:
+        if handler not in before:
+            logger.removeHandler(handler)
+    logger.setLevel(level)

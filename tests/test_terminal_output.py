@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -66,18 +65,6 @@ async def hostile_servers() -> AsyncIterator[tuple[int, int]]:
     yield smtp.port, imap.port
     await smtp.close()
     await imap.close()
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """``-v`` adds a handler to the ``provision`` logger; take it away again."""
-    logger = logging.getLogger("provision")
-    before, level = list(logger.handlers), logger.level
-    yield
-    for handler in logger.handlers[:]:
-        if handler not in before:
-            logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def _inbox_file(directory: Path, smtp_port: int, imap_port: int) -> Path:

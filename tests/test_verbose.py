@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,16 +20,7 @@ USER = "alice@example.test"
 PASSWORD = "Canary-v3rb0se-pw"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``-v`` adds a handler to the ``provision`` logger; take it away again."""
-    logger = logging.getLogger("provision")
-    before, level = list(logger.handlers), logger.level
-    yield
-    for handler in logger.handlers[:]:
-        if handler not in before:
-            logger.removeHandler(handler)
-    logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 async def test_verbose_check_logs_each_step_and_no_secret(tmp_path: Path) -> None:
