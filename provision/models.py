@@ -7,10 +7,13 @@ reports every problem with file, line, inbox and field path.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datetime as dt  # an annotation only: models stays free of imports at run time
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
