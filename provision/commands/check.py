@@ -60,15 +60,33 @@ def report_settings(options: ProbeOptions) -> dict[str, object]:
 
 async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -> InboxResult:
     """Probe one inbox: SMTP and IMAP at once, results in that order."""
-    from provision.commands.steplog import log_steps
-    from provision.probes.imap import probe_imap
-    from provision.probes.smtp import probe_smtp
+    from provision.probes._ahead import load_protocols, open_ahead
 
-    result = InboxResult.for_inbox(inbox)
-    stages = await asyncio.gather(
-        _guarded(Stage.SMTP, lambda: probe_smtp(inbox, options, deadline=deadline)),
-        _guarded(Stage.IMAP, lambda: probe_imap(inbox, options, deadline=deadline)),
+    # Both connections first: they travel while the protocol modules load (cold runs).
+    cap = options.step_timeout
+    smtp = open_ahead(
+        Stage.SMTP, inbox.smtp.server, inbox.smtp.port, step_timeout=cap, deadline=deadline
     )
+    imap = open_ahead(
+        Stage.IMAP, inbox.imap.server, inbox.imap.port, step_timeout=cap, deadline=deadline
+    )
+    try:
+        await load_protocols()
+        from provision.commands.steplog import log_steps
+        from provision.probes.imap import probe_imap
+        from provision.probes.smtp import probe_smtp
+
+        stages = await asyncio.gather(
+            _guarded(
+                Stage.SMTP, lambda: probe_smtp(inbox, options, deadline=deadline, opening=smtp)
+            ),
+            _guarded(
+                Stage.IMAP, lambda: probe_imap(inbox, options, deadline=deadline, opening=imap)
+            ),
+        )
+    finally:  # a probe cancelled before it began leaves its connection to close here
+        await asyncio.gather(smtp.discard(), imap.discard())
+    result = InboxResult.for_inbox(inbox)
     for stage in stages:
         log_steps(inbox, stage)
     result.stages.extend(stages)

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 import aioimaplib
 
 from provision.models import Inbox, ProbeOptions
+from provision.probes._ahead import Opening
 from provision.probes._scrub import SecretsFilter
 from provision.probes._steps import Recorder
 from provision.probes.failure import ProbeFailed
@@ -48,6 +49,7 @@ async def probe_imap(
     *,
     deadline: float,
     then: Callable[[ImapRun], Awaitable[None]] | None = None,
+    opening: Opening | None = None,
 ) -> StageResult:
     """Log in to the inbox's IMAP server the way Rocket.Chat would.
 
@@ -56,6 +58,7 @@ async def probe_imap(
         options: step cap, CA file for the certificate check.
         deadline: event-loop time at which the whole run ends.
         then: more work in the selected INBOX before LOGOUT (``check --round-trip``).
+        opening: the stage's resolve and connect, already under way (``probes._ahead``).
 
     Returns:
         The ``imap`` stage: passed, passed with warnings (plaintext credentials, an
@@ -69,8 +72,11 @@ async def probe_imap(
 
     Network, protocol and authentication outcomes never raise; a bug does.
     """
-    rec = Recorder(stage=Stage.IMAP, deadline=deadline, step_timeout=options.step_timeout)
-    run = ImapRun(rec, inbox.imap, options, then=then)
+    if opening is not None:
+        rec = opening.rec
+    else:
+        rec = Recorder(stage=Stage.IMAP, deadline=deadline, step_timeout=options.step_timeout)
+    run = ImapRun(rec, inbox.imap, options, then=then, opening=opening)
     try:
         with _LOG_FILTER.guarding(inbox.imap.password):
             await run.run()

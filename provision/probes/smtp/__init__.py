@@ -29,6 +29,7 @@ forms) before it reaches the result.
 from __future__ import annotations
 
 from provision.models import Inbox, ProbeOptions
+from provision.probes._ahead import Opening
 from provision.probes.smtp.connection import NODEMAILER_MECHANISMS
 from provision.probes.smtp.session import SmtpProbe, nodemailer_hostname, secret_forms
 from provision.results import StageResult
@@ -36,17 +37,21 @@ from provision.results import StageResult
 __all__ = ["NODEMAILER_MECHANISMS", "nodemailer_hostname", "probe_smtp", "secret_forms"]
 
 
-async def probe_smtp(inbox: Inbox, options: ProbeOptions, *, deadline: float) -> StageResult:
+async def probe_smtp(
+    inbox: Inbox, options: ProbeOptions, *, deadline: float, opening: Opening | None = None
+) -> StageResult:
     """Log in to ``inbox.smtp`` the way Rocket.Chat would, and report every step.
 
     Args:
         inbox: the inbox whose ``smtp`` settings are probed.
         options: step cap, CA file, EHLO name and verification switch.
         deadline: event-loop time (``loop.time()``) by which the whole run must end.
+        opening: the stage's resolve and connect, already under way (``probes._ahead``).
 
     Returns:
         The ``smtp`` stage: passed, passed with warnings, or failed with a
         :class:`~provision.results.FailureClass`, message, hint and field. Network,
         protocol and authentication outcomes never raise.
     """
-    return await SmtpProbe(inbox.smtp, options, deadline, email=inbox.email).run()
+    probe = SmtpProbe(inbox.smtp, options, deadline, email=inbox.email, opening=opening)
+    return await probe.run()

@@ -21,6 +21,7 @@ from aiosmtplib import SMTPException, SMTPResponse, SMTPResponseException, SMTPS
 from provision import tls
 from provision.models import ProbeOptions, SmtpSettings
 from provision.probes import _net
+from provision.probes._ahead import Opening
 from provision.probes._certs import expiry_finding
 from provision.probes._net import AddrInfo
 from provision.probes._scrub import scrub_stage
@@ -109,8 +110,11 @@ class SmtpProbe:
         *,
         email: str | None = None,
         message: bytes | None = None,
+        opening: Opening | None = None,
     ) -> None:
         self.cfg = settings
+        #: The resolve and connect steps, when ``probe_inbox`` began them ahead.
+        self.opening = opening
         #: The inbox address: sender and recipient of the envelope check (``--envelope``).
         self.email = email
         #: A message to send from ``email`` to itself (``--round-trip``); never by default.
@@ -118,7 +122,11 @@ class SmtpProbe:
         #: Event-loop time at which the server accepted ``message`` (its DATA reply).
         self.sent_at: float | None = None
         self.options = options
-        self.rec = Recorder(stage=Stage.SMTP, deadline=deadline, step_timeout=options.step_timeout)
+        self.rec = (
+            opening.rec
+            if opening is not None
+            else Recorder(stage=Stage.SMTP, deadline=deadline, step_timeout=options.step_timeout)
+        )
         self.facts = self.rec.result.facts
         self.secrets = secret_forms(settings.username, settings.password.reveal())
         self.ehlo_name = options.ehlo_name or nodemailer_hostname()
@@ -183,8 +191,11 @@ class SmtpProbe:
 
     async def _connect(self) -> Connection:
         server, port = self.cfg.server, self.cfg.port
-        addresses = await _net.resolve(self.rec, server, port, prefix="smtp")
-        sock = await _net.connect(self.rec, addresses, host=server, port=port, prefix="smtp")
+        if self.opening is not None:
+            sock = await self.opening.take()
+        else:
+            addresses = await _net.resolve(self.rec, server, port, prefix="smtp")
+            sock = await _net.connect(self.rec, addresses, host=server, port=port, prefix="smtp")
         try:
             peer = sock.getpeername()
         except OSError as exc:  # reset between connect() and now

@@ -1,0 +1,111 @@
+"""A stage's connection opened ahead of its probe (``provision.probes._ahead``).
+
+``probe_inbox`` opens both connections before the protocol modules load; whatever
+happens next, an opened socket is either taken by its session or closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+
+import pytest
+
+from provision.probes._ahead import load_protocols, open_ahead
+from provision.probes.failure import ProbeFailed
+from provision.results import FailureClass, Stage, Status, Step
+
+
+class _Listener:
+    """A loopback server that accepts and keeps each connection's reading end."""
+
+    def __init__(self) -> None:
+        self.accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Listener:
+        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._writers:
+            writer.close()
+            await writer.wait_closed()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        await self.accepted.put(reader)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_an_opening_nobody_took_is_closed() -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    async with _Listener() as server:
+        opening = open_ahead(
+            Stage.SMTP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
+        )
+        peer = await asyncio.wait_for(server.accepted.get(), 5)
+        await opening.discard()
+        assert await asyncio.wait_for(peer.read(), 5) == b""  # our side closed it
+    assert [s.step for s in opening.rec.result.steps] == [Step.RESOLVE, Step.CONNECT]
+
+
+async def test_a_taken_socket_stays_open_and_the_steps_are_the_stages() -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    async with _Listener() as server:
+        opening = open_ahead(
+            Stage.IMAP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
+        )
+        sock = await opening.take()
+        await opening.discard()  # the finally of probe_inbox: the session owns it now
+        peer = await asyncio.wait_for(server.accepted.get(), 5)
+        sock.send(b"still open\r\n")
+        assert await asyncio.wait_for(peer.readline(), 5) == b"still open\r\n"
+        sock.close()
+    assert opening.rec.stage is Stage.IMAP
+    assert opening.connect_started, "the connect attempt's start is kept for node-imap's cap"
+
+
+async def test_a_refused_connect_is_the_stages_failure_and_discarding_it_is_quiet() -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    port = _closed_port()
+    opening = open_ahead(Stage.SMTP, "127.0.0.1", port, step_timeout=5, deadline=deadline)
+    with pytest.raises(ProbeFailed) as failed:
+        await opening.take()
+    assert failed.value.failure.cls is FailureClass.PORT_CLOSED
+    assert opening.rec.result.steps[-1].status is Status.FAILED
+    refused = open_ahead(Stage.SMTP, "127.0.0.1", port, step_timeout=5, deadline=deadline)
+    await refused.discard()  # nobody took it: its error is not raised to the discarder
+
+
+async def test_an_opening_discarded_before_it_ran_is_cancelled() -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    async with _Listener() as server:
+        opening = open_ahead(
+            Stage.IMAP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
+        )
+        await opening.discard()  # before its task had a turn of the loop
+        assert opening.task.cancelled()
+    assert server.accepted.empty()
+
+
+async def test_the_protocol_modules_load_once_for_every_caller() -> None:
+    await asyncio.gather(load_protocols(), load_protocols())
+    assert {"provision.probes.smtp", "provision.probes.imap", "aiosmtplib", "aioimaplib"} <= set(
+        sys.modules
+    )
