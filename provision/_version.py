@@ -4,4 +4,13 @@ A module of its own so that code inside the package never imports ``provision`` 
 parent) just for the version string.
 """
 
+import sys
+
 __version__ = "0.1.0"
+
+
+def print_version() -> None:
+    """What ``provision --version`` prints, on both of its paths: ``provision.entry``
+    (before Typer is imported) and the root ``--version`` option of ``provision.cli``."""
+    sys.stdout.write(f"provision {__version__}\n")
+    sys.stdout.flush()

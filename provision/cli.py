@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from provision._version import __version__
+from provision._version import print_version
 from provision.cli_coerce import FastCommand, FastGroup
 from provision.cli_dispatch import only_needed_commands
 from provision.cli_help import command_help
@@ -90,7 +90,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"provision {__version__}")
+        print_version()
         raise typer.Exit(0)
 
 
@@ -534,7 +534,8 @@ def schema_command() -> None:
 
 
 def main() -> None:
-    """Console entry point: the only place an unexpected exception is caught."""
+    """The command line's entry (``provision.entry.main`` calls it for every argument
+    vector but ``--version`` alone): the only place an unexpected exception is caught."""
     try:
         with only_needed_commands(app, sys.argv[1:]):
             app()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from provision._version import __version__
 from provision.cli import app
 from provision.sandbox.ca import SandboxCA
 from tests.servers.mailhost import MailHost
@@ -139,13 +140,30 @@ def test_audit_imports_only_what_it_needs(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
+    """``provision --version`` alone is answered by ``provision.entry``, before Typer."""
     modules = _imported("--version", cwd=tmp_path)
     heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}
     heavy |= {"logging"}  # its handler is made when a command sets logging up
+    heavy |= {"typer", "click"}  # typer vendors click as typer._click
     assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
     assert {m for m in modules if m.startswith("provision.")} <= {
         "provision._lazy",
         "provision._version",
+        "provision.entry",
+    }
+
+
+def test_version_with_anything_else_goes_to_typer(tmp_path: Path) -> None:
+    """Only the one exact argument vector skips Typer; its ``--version`` option takes the rest."""
+    modules = _imported("--version", "check", cwd=tmp_path)
+    assert "typer" in _top(modules)
+    heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}
+    heavy |= {"logging"}
+    assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
+    assert {m for m in modules if m.startswith("provision.")} <= {
+        "provision._lazy",
+        "provision._version",
+        "provision.entry",
         "provision.cli",
         "provision.cli_coerce",
         "provision.cli_dispatch",
@@ -155,6 +173,22 @@ def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
         "provision.errors",
         "provision.results",
     }
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--version", "check"]])
+def test_version_is_the_same_on_both_paths(args: list[str], tmp_path: Path) -> None:
+    """The fast answer and Typer's option print the same bytes, with the same exit code."""
+    done = subprocess.run(
+        [sys.executable, "-m", "provision", *args],
+        capture_output=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    typer_path = runner.invoke(app, ["--version"])
+    assert (done.returncode, done.stdout, done.stderr) == (0, typer_path.stdout_bytes, b"")
+    assert typer_path.exit_code == 0
+    assert done.stdout == f"provision {__version__}\n".encode()
 
 
 runner = CliRunner()
