@@ -12,5 +12,8 @@ __version__ = "0.1.0"
 def print_version() -> None:
     """What ``provision --version`` prints, on both of its paths: ``provision.entry``
     (before Typer is imported) and the root ``--version`` option of ``provision.cli``."""
-    sys.stdout.write(f"provision {__version__}\n")
-    sys.stdout.flush()
+    out = sys.stdout
+    if out is None:  # no standard output at all: nothing to print to (click.echo alike)
+        return
+    out.write(f"provision {__version__}\n")
+    out.flush()

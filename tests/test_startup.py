@@ -191,6 +191,34 @@ def test_version_is_the_same_on_both_paths(args: list[str], tmp_path: Path) -> N
     assert done.stdout == f"provision {__version__}\n".encode()
 
 
+@pytest.mark.parametrize("args", [["--version"], ["--version", "check"]])
+def test_version_to_a_full_disk_or_no_stdout_shows_no_traceback(
+    args: list[str], tmp_path: Path
+) -> None:
+    """Both paths end alike when the line cannot be written: the one catch-all, or nothing
+    to write to (a closed descriptor), never a traceback."""
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "provision", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith("internal error: OSError (a bug in provision;")
+    assert b"Traceback" not in done.stderr
+    closed = subprocess.run(  # the shell starts it with standard output closed
+        ["sh", "-c", 'exec "$0" -m provision "$@" >&-', sys.executable, *args],
+        capture_output=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (closed.returncode, closed.stderr) == (0, b"")
+
+
 runner = CliRunner()
 
 
