@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,18 @@ def test_version_with_anything_else_goes_to_typer(tmp_path: Path) -> None:
         "provision.errors",
         "provision.results",
     }
+
+
+def test_the_console_script_is_the_entry_module() -> None:
+    """The tests above run ``python -m provision``; the ``provision`` script must start at
+    the same place, or ``--version`` alone would pay for Typer again."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert scripts == {"provision": "provision.entry:main"}
+    assert (
+        "from provision.entry import main"
+        in (pyproject.parent / "provision/__main__.py").read_text()
+    )
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--version", "check"]])
