@@ -40,6 +40,19 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def no_process_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os._exit`` inside the test process would end pytest with that code, 0 included:
+    a green run that stopped half-way. In-process code that reaches it fails instead
+    (``entry.console`` ends the process that way; tests run it in a child)."""
+    import os
+
+    def refuse(code: int) -> None:
+        pytest.fail(f"os._exit({code}) called inside the test process")
+
+    monkeypatch.setattr(os, "_exit", refuse)
+
+
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """``-v`` (and the CLI's warning handler) add to the ``provision`` logger; take
