@@ -15,7 +15,7 @@ present, as from a pipeline's second run on):
   implicit TLS, ``--ca-file``) against Debian's Postfix and Dovecot on 127.0.0.1, beside
   ``swaks --quit-after AUTH`` then ``curl`` IMAPS ``EXAMINE``, run one after the other;
   the order alternates from round to round and the table gives medians;
-* the same through a TCP proxy adding 20 ms each way (``bench/proxy.py``);
+* the same through a TCP proxy adding 20 ms each way (``tests/servers/latency_proxy.py``);
 * 100 inboxes at ``--concurrency 100`` through that proxy, against one inbox.
 
 Postfix and Dovecot run as the real test tier runs them (``tests/real/conftest.py``:
@@ -47,8 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-
-from proxy import Connection, LatencyProxy, ProxyThread
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DELAY = 0.020  # seconds each way through the proxy
@@ -264,9 +263,12 @@ def _children_cpu() -> float:
 
 def _load_real_tier() -> ModuleType:
     """tests/real/conftest.py, imported as a plain module (its setup is reused as is)."""
-    spec = importlib.util.spec_from_file_location(
-        "provision_bench_real_servers", ROOT / "tests" / "real" / "conftest.py"
-    )
+    return _load("provision_bench_real_servers", ROOT / "tests" / "real" / "conftest.py")
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    """A test helper module, imported by path (``tests`` is no installed package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -623,16 +625,17 @@ def section_loopback(report: Report, runs: int, target: Target) -> Pair:
     return result
 
 
-def _turns(connections: Sequence[Connection]) -> str:
-    counts = collections.Counter(c.turns + 1 for c in connections)  # + the TCP handshake
+def _turns(connections: Sequence[Any]) -> str:
+    counts = collections.Counter(c.round_trips for c in connections)
     return ", ".join(f"{n} x {turns}" for turns, n in sorted(counts.items(), reverse=True))
 
 
 def section_proxy(report: Report, runs: int, batch_runs: int, target: Target) -> None:
     log(f"proxy ({DELAY * 1000:.0f} ms each way): check vs swaks + curl, then {BATCH} inboxes")
-    proxies = ProxyThread()
-    smtp: LatencyProxy = proxies.proxy(("127.0.0.1", target.smtp_port), DELAY)
-    imap: LatencyProxy = proxies.proxy(("127.0.0.1", target.imap_port), DELAY)
+    proxy = _load("provision_bench_proxy", ROOT / "tests" / "servers" / "latency_proxy.py")
+    proxies = proxy.ProxyThread()
+    smtp = proxies.proxy(("127.0.0.1", target.smtp_port), DELAY)
+    imap = proxies.proxy(("127.0.0.1", target.imap_port), DELAY)
 
     def idle() -> None:
         proxies.run(smtp.idle())
