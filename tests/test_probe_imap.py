@@ -534,7 +534,12 @@ async def test_probe_imap_unanswered_logout_does_not_fail(scripted: StartScripte
     result = await probe(make_inbox(server.port, secure=False), cap=CAP)
 
     assert result.failure is None
-    assert steps(result)["quit"] == "failed"
+    # LOGOUT is sent and the connection closed at once: a silent answer costs nothing.
+    quit_step = result.steps[-1]
+    assert (quit_step.step, quit_step.status) == (Step.QUIT, Status.PASSED)
+    assert quit_step.detail == "LOGOUT sent; the reply is not awaited"
+    await server.close()  # the conversation has read all there is
+    assert server.commands[-1] == "LOGOUT"
 
 
 async def test_probe_imap_control_characters_never_reach_the_wire(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from provision.results import Status, Step
-from tests.real.test_dovecot_postfix import explain, run_smtp
+from tests.real.test_dovecot_postfix import explain, run_imap, run_smtp
 from tests.servers.latency_proxy import Connection, LatencyProxy
 
 if TYPE_CHECKING:
@@ -122,3 +122,31 @@ async def test_smtp_implicit_tls_check_takes_5_round_trips_and_postfix_gets_the_
     conn = await only_connection(proxy, "SMTP")
     assert conn.round_trips <= 5, conn
     assert_postfix_got_quit(maillog, offset, "ehlo=1 auth=1 quit=1 commands=3")
+
+
+async def test_imaps_check_takes_5_round_trips_and_dovecot_logs_a_logout(
+    mail_servers: MailServers, proxied: Proxied
+) -> None:
+    log = mail_servers.root / "tls" / "dovecot.log"
+    offset = log.stat().st_size
+    proxy = await proxied(mail_servers.imaps_port)
+
+    result = await run_imap(mail_servers, proxy.port, secure=True, ca_file=mail_servers.ca_file)
+
+    assert result.status is Status.PASSED, explain(result, mail_servers)
+    assert result.facts["exists"] == mail_servers.seeded_messages
+    assert result.steps[-1].step is Step.QUIT
+    assert result.steps[-1].detail == "LOGOUT sent; the reply is not awaited"
+    await proxy.idle()
+    # The session's connection and the credential-free certificate check's.
+    session = max(proxy.connections, key=lambda c: c.bytes_up)
+    assert len(proxy.connections) == 2, proxy.connections
+    assert session.round_trips <= 5, session
+    assert session.after_close > 0, session  # BYE and OK came after the probe closed
+    # Dovecot ends a session with "Disconnected: Logged out" after LOGOUT, and with
+    # "Disconnected: Connection closed (...)" when the client vanished without one.
+    lines = log_lines_after(log, offset, r"imap\(.*Disconnected: Logged out")
+    user = mail_servers.user.username
+    ends = [line for line in lines if f"imap({user})" in line and "Disconnected" in line]
+    assert len(ends) == 1, "\n".join(lines)
+    assert "Disconnected: Logged out " in ends[0], "\n".join(lines)

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from aiosmtplib import SMTP, SMTPAuthenticationError, SMTPResponse, SMTPStatus
 from aiosmtplib.protocol import SMTPProtocol
 
+from provision.probes._transport import open_tls, write_and_close
+
 __all__ = ["AUTHENTICATORS", "NODEMAILER_MECHANISMS", "Connection"]
 
 #: SASL mechanisms nodemailer can use with a user name and password, in its order of
@@ -45,18 +47,6 @@ class _TrackedSocket(socket.socket):
         super().close()
         if not self.closed.done():
             self.closed.set_result(None)
-
-
-class _Paused(asyncio.Protocol):
-    """Holds a new TCP transport unread until ``start_tls`` takes it over.
-
-    A plaintext server's banner must reach the TLS layer (whose handshake then
-    fails on it), not be read by a protocol that drops it.
-    """
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.ReadTransport)
-        transport.pause_reading()
 
 
 class _ProbeProtocol(SMTPProtocol):
@@ -110,23 +100,16 @@ class Connection:
             transport, _ = await loop.create_connection(lambda: self.protocol, sock=self.sock)
             self._transports.append(transport)
         else:
-            # TCP first, then TLS on it (as STARTTLS does), so that the TCP transport is
-            # ours to close after QUIT (see :meth:`quit_and_close`).
-            tcp, _ = await loop.create_connection(_Paused, sock=self.sock)
-            self._transports.append(tcp)
-            tls_transport = await loop.start_tls(
-                tcp,
+            tcp, transport = await open_tls(
+                self.sock,
                 self.protocol,
                 context,
                 server_hostname=self._server,
                 # Above the step cap, so that the step's own timeout decides.
-                ssl_handshake_timeout=self._handshake_timeout,
-                ssl_shutdown_timeout=self._handshake_timeout,
+                handshake_timeout=self._handshake_timeout,
+                shutdown_timeout=self._handshake_timeout,
             )
-            assert tls_transport is not None  # None only with a closing transport
-            transport = tls_transport
-            self._transports.append(transport)
-            self.protocol.connection_made(transport)  # as create_connection(ssl=) does
+            self._transports += [tcp, transport]
         self.smtp.protocol = self.protocol
         self.smtp.transport = transport
         self.smtp.loop = loop
@@ -145,25 +128,16 @@ class Connection:
         return reply
 
     async def quit_and_close(self, wait: float = _CLOSE_WAIT) -> bool:
-        """Send QUIT and close at once, without reading the 221; ``True`` if QUIT left.
+        """Send QUIT and close at once, without reading the 221; ``True`` if QUIT was sent.
 
-        RFC 5321 §4.1.1.10 says the client SHOULD wait for the 221, but nothing in it
-        is checked and every pipeline would pay its round trip. The TLS layer sends
-        its close_notify, then the TCP transport flushes what it holds and sends the
-        FIN after it: the server reads QUIT before the end of the connection, and the
-        peer's close_notify (which asyncio's graceful TLS close waits for) is not
-        awaited. If the TLS layer could not hand everything to TCP, its graceful
-        close (capped by ``wait``) flushes it instead.
+        The server reads QUIT before the end of the connection; neither its 221 nor
+        its close_notify is awaited (:func:`write_and_close`).
         """
         top = self._transports[-1] if self._transports else None
         if top is None or top.is_closing() or self.sock.closed.done():
             await self.abort(wait)
             return False
-        top.write(b"QUIT\r\n")
-        top.close()
-        tcp = self._transports[0]
-        if tcp is not top and top.get_write_buffer_size() == 0:
-            tcp.close()
+        write_and_close(self._transports[0], top, b"QUIT\r\n")
         await self._closed_or_aborted(wait)
         return True
 
