@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,32 +22,13 @@ from tests.real.test_dovecot_postfix import explain, run_imap, run_smtp
 from tests.servers.latency_proxy import Connection, LatencyProxy
 
 if TYPE_CHECKING:
+    from tests.conftest import StartProxy
     from tests.real.conftest import MailServers
 
 pytestmark = pytest.mark.real
 
-#: Seconds each way. Enough for the client's close to reach the proxy before the
-#: server's answer to QUIT or LOGOUT could (that answer needs a round trip).
-DELAY = 0.01
 #: Bound on the wait for a daemon's log line (they log after the connection ended).
 LOG_WAIT = 5.0
-
-Proxied = Callable[[int], Awaitable[LatencyProxy]]
-
-
-@pytest.fixture
-async def proxied() -> AsyncIterator[Proxied]:
-    started: list[LatencyProxy] = []
-
-    async def start(port: int) -> LatencyProxy:
-        proxy = LatencyProxy(("127.0.0.1", port), DELAY)
-        await proxy.start()
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        await proxy.close()
 
 
 async def only_connection(proxy: LatencyProxy, what: str) -> Connection:
@@ -90,11 +70,11 @@ def assert_postfix_got_quit(maillog: Path, offset: int, counts: str) -> None:
 
 
 async def test_smtp_starttls_check_takes_7_round_trips_and_postfix_gets_the_quit(
-    mail_servers: MailServers, proxied: Proxied
+    mail_servers: MailServers, turn_proxy: StartProxy
 ) -> None:
     maillog = mail_servers.root / "postfix" / "maillog"
     offset = maillog.stat().st_size
-    proxy = await proxied(mail_servers.submission_port)
+    proxy = await turn_proxy(mail_servers.submission_port)
 
     result = await run_smtp(mail_servers, proxy.port, secure=False, ca_file=mail_servers.ca_file)
 
@@ -109,11 +89,11 @@ async def test_smtp_starttls_check_takes_7_round_trips_and_postfix_gets_the_quit
 
 
 async def test_smtp_implicit_tls_check_takes_5_round_trips_and_postfix_gets_the_quit(
-    mail_servers: MailServers, proxied: Proxied
+    mail_servers: MailServers, turn_proxy: StartProxy
 ) -> None:
     maillog = mail_servers.root / "postfix" / "maillog"
     offset = maillog.stat().st_size
-    proxy = await proxied(mail_servers.smtps_port)
+    proxy = await turn_proxy(mail_servers.smtps_port)
 
     result = await run_smtp(mail_servers, proxy.port, secure=True, ca_file=mail_servers.ca_file)
 
@@ -125,11 +105,11 @@ async def test_smtp_implicit_tls_check_takes_5_round_trips_and_postfix_gets_the_
 
 
 async def test_imaps_check_takes_5_round_trips_and_dovecot_logs_a_logout(
-    mail_servers: MailServers, proxied: Proxied
+    mail_servers: MailServers, turn_proxy: StartProxy
 ) -> None:
     log = mail_servers.root / "tls" / "dovecot.log"
     offset = log.stat().st_size
-    proxy = await proxied(mail_servers.imaps_port)
+    proxy = await turn_proxy(mail_servers.imaps_port)
 
     result = await run_imap(mail_servers, proxy.port, secure=True, ca_file=mail_servers.ca_file)
 

@@ -97,10 +97,8 @@ class LatencyProxy:
 
     async def idle(self, timeout: float = 5.0) -> bool:
         """Wait until every connection has closed; ``False`` if some are still open."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + timeout
-        while self._open and loop.time() < give_up:
-            await asyncio.sleep(0.01)
+        if self._open:
+            await asyncio.wait(set(self._open), timeout=timeout)
         return not self._open
 
     async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
