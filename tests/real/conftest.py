@@ -226,6 +226,7 @@ def _dovecot_conf(
     listeners: str,
     ssl: str,
     disable_plaintext_auth: bool,
+    tuning: str = "",
 ) -> str:
     run = root / name
     return f"""\
@@ -280,7 +281,7 @@ service stats {{
     mode = 0666
   }}
 }}
-"""
+{tuning}"""
 
 
 _POSTFIX_MASTER = """\
@@ -538,7 +539,11 @@ def _start_all(
     postfix: str,
     mail_pw: pwd.struct_passwd,
     daemons: _Daemons,
+    *,
+    dovecot_tuning: str = "",
 ) -> MailServers:
+    """Start every server of the tier. ``dovecot_tuning``: lines appended to the TLS
+    instance's configuration (``bench/run.py`` runs it in Dovecot's high-performance mode)."""
     host = "127.0.0.1"
     logindisabled_host = "127.0.0.2"
     ports = {
@@ -593,6 +598,7 @@ def _start_all(
             ),
             ssl=f"ssl = yes\nssl_cert = <{chain_file}\nssl_key = <{key_file}",
             disable_plaintext_auth=True,
+            tuning=dovecot_tuning,
         ),
         "plain": _dovecot_conf(
             root=root,
