@@ -429,7 +429,7 @@ class ImapRun:
         SELECT (a synchronous command) is answered, so both are registered here as its
         ``execute`` registers them: SELECT as the pending synchronous command (which
         collects the untagged lines), SEARCH by its untagged name and matched by its
-        tag. If SELECT fails, the server refuses SEARCH too and that answer is unused.
+        tag. If SELECT fails or opens read-only, SEARCH's answer is left unused.
         """
         proto = self._proto()
         if proto.closed.done():

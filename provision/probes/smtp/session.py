@@ -390,8 +390,8 @@ class SmtpProbe:
         """QUIT and close at once; the 221 is not awaited. Nothing here fails the stage.
 
         RFC 5321 §4.1.1.10 says the client SHOULD wait for the 221; the probe has
-        nothing left to learn from it (Rocket.Chat never waits either), and every
-        pipeline would pay its round trip. After DATA the 250 has been awaited already.
+        nothing left to learn from it (every checked reply, and after DATA the 250,
+        has been read), and every pipeline would pay its round trip.
         """
         try:
             async with self.rec.step(Step.QUIT) as info:
