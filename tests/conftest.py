@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from provision.sandbox.ca import SandboxCA
+from tests.servers.latency_proxy import LatencyProxy
+
+#: Seconds each way through :func:`turn_proxy`: enough for a client's close to reach
+#: the proxy before the server's answer to its QUIT or LOGOUT (a round trip later).
+TURN_PROXY_DELAY = 0.01
+
+StartProxy = Callable[[int], Awaitable[LatencyProxy]]
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +71,19 @@ def restore_logging() -> Iterator[None]:
         if handler not in before:
             logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+@pytest.fixture
+async def turn_proxy() -> AsyncIterator[StartProxy]:
+    """Start a round-trip counting proxy to a port on 127.0.0.1 (closed at the end)."""
+    started: list[LatencyProxy] = []
+
+    async def start(port: int) -> LatencyProxy:
+        proxy = LatencyProxy(("127.0.0.1", port), TURN_PROXY_DELAY)
+        await proxy.start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.close()
