@@ -9,14 +9,13 @@ no traceback reaches the user (typer's locals display is off: it can show secret
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from provision._version import __version__
+from provision._version import print_version
 from provision.cli_coerce import FastCommand, FastGroup
 from provision.cli_dispatch import only_needed_commands
 from provision.cli_help import command_help
@@ -71,7 +70,6 @@ from provision.cli_run import (
     watch_rounds,
 )
 from provision.errors import ConfigError
-from provision.results import ExitCode
 
 __all__ = ["app", "main"]
 
@@ -90,7 +88,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"provision {__version__}")
+        print_version()
         raise typer.Exit(0)
 
 
@@ -534,23 +532,11 @@ def schema_command() -> None:
 
 
 def main() -> None:
-    """Console entry point: the only place an unexpected exception is caught."""
+    """Run the command line with only the commands this run needs; ``provision.entry.main``
+    (the console entry point) calls it and catches whatever else escapes."""
     try:
         with only_needed_commands(app, sys.argv[1:]):
             app()
     except SystemExit as done:
         exit_past_hung_threads(done)
         raise
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise SystemExit(130) from None
-    except Exception as exc:
-        if os.environ.get("PROVISION_DEBUG"):
-            raise
-        # The type only: an exception's text may quote input, including secrets.
-        typer.echo(
-            f"internal error: {type(exc).__name__} (a bug in provision; "
-            "run with PROVISION_DEBUG=1 to see the traceback)",
-            err=True,
-        )
-        raise SystemExit(int(ExitCode.INTERNAL)) from None

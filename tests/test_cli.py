@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from provision import __version__
-from provision.cli import app, main
+from provision.cli import app
+from provision.entry import main
 from provision.sandbox.runner import running_sandbox
 
 runner = CliRunner()

@@ -41,9 +41,10 @@ def _child(code: str, args: list[str]) -> tuple[int, str, str]:
     [["--version"], ["check", "--help"], ["set", "--help"], ["--help"], ["chek"], []],
 )
 def test_the_console_script_answers_as_the_full_app(args: list[str]) -> None:
-    # main() against the app with every command registered, each in a child process.
+    # The console script (entry.main: --version alone before Typer, the rest through cli.main)
+    # against the app with every command registered, each in a child process.
     full = _child("from provision.cli import app; app()", args)
-    assert _child("from provision.cli import main; main()", args) == full
+    assert _child("from provision.entry import main; main()", args) == full
     assert full[1] or full[2]
 
 

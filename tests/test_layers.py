@@ -34,7 +34,8 @@ LAYERS = {
     "cli_dispatch": 6,
     "cli": 7,
     "__init__": 6,
-    "__main__": 8,
+    "entry": 8,
+    "__main__": 9,
 }
 SIDEWAYS = {("tls_failures", "tls"), ("tls", "tls_facts")}
 

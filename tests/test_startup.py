@@ -7,11 +7,13 @@ import asyncio
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from provision._version import __version__
 from provision.cli import app
 from provision.sandbox.ca import SandboxCA
 from tests.servers.mailhost import MailHost
@@ -139,13 +141,30 @@ def test_audit_imports_only_what_it_needs(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
+    """``provision --version`` alone is answered by ``provision.entry``, before Typer."""
     modules = _imported("--version", cwd=tmp_path)
     heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}
     heavy |= {"logging"}  # its handler is made when a command sets logging up
+    heavy |= {"typer", "click"}  # typer vendors click as typer._click
     assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
     assert {m for m in modules if m.startswith("provision.")} <= {
         "provision._lazy",
         "provision._version",
+        "provision.entry",
+    }
+
+
+def test_version_with_anything_else_goes_to_typer(tmp_path: Path) -> None:
+    """Only the one exact argument vector skips Typer; its ``--version`` option takes the rest."""
+    modules = _imported("--version", "check", cwd=tmp_path)
+    assert "typer" in _top(modules)
+    heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}
+    heavy |= {"logging"}
+    assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
+    assert {m for m in modules if m.startswith("provision.")} <= {
+        "provision._lazy",
+        "provision._version",
+        "provision.entry",
         "provision.cli",
         "provision.cli_coerce",
         "provision.cli_dispatch",
@@ -155,6 +174,62 @@ def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
         "provision.errors",
         "provision.results",
     }
+
+
+def test_the_console_script_is_the_entry_module() -> None:
+    """The tests above run ``python -m provision``; the ``provision`` script must start at
+    the same place, or ``--version`` alone would pay for Typer again."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert scripts == {"provision": "provision.entry:main"}
+    assert (
+        "from provision.entry import main"
+        in (pyproject.parent / "provision/__main__.py").read_text()
+    )
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--version", "check"]])
+def test_version_is_the_same_on_both_paths(args: list[str], tmp_path: Path) -> None:
+    """The fast answer and Typer's option print the same bytes, with the same exit code."""
+    done = subprocess.run(
+        [sys.executable, "-m", "provision", *args],
+        capture_output=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    typer_path = runner.invoke(app, ["--version"])
+    assert (done.returncode, done.stdout, done.stderr) == (0, typer_path.stdout_bytes, b"")
+    assert typer_path.exit_code == 0
+    assert done.stdout == f"provision {__version__}\n".encode()
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--version", "check"]])
+def test_version_to_a_full_disk_or_no_stdout_shows_no_traceback(
+    args: list[str], tmp_path: Path
+) -> None:
+    """Both paths end alike when the line cannot be written: the one catch-all, or nothing
+    to write to (a closed descriptor), never a traceback."""
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "provision", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith("internal error: OSError (a bug in provision;")
+    assert b"Traceback" not in done.stderr
+    closed = subprocess.run(  # the shell starts it with standard output closed
+        ["sh", "-c", 'exec "$0" -m provision "$@" >&-', sys.executable, *args],
+        capture_output=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (closed.returncode, closed.stderr) == (0, b"")
 
 
 runner = CliRunner()

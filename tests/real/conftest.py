@@ -209,6 +209,7 @@ def _dovecot_conf(
     listeners: str,
     ssl: str,
     disable_plaintext_auth: bool,
+    tuning: str = "",
 ) -> str:
     run = root / name
     return f"""\
@@ -263,7 +264,7 @@ service stats {{
     mode = 0666
   }}
 }}
-"""
+{tuning}"""
 
 
 _POSTFIX_MASTER = """\
@@ -521,7 +522,11 @@ def _start_all(
     postfix: str,
     mail_pw: pwd.struct_passwd,
     daemons: _Daemons,
+    *,
+    dovecot_tuning: str = "",
 ) -> MailServers:
+    """Start every server of the tier. ``dovecot_tuning``: lines appended to the TLS
+    instance's configuration (``bench/run.py`` runs it in Dovecot's high-performance mode)."""
     host = "127.0.0.1"
     logindisabled_host = "127.0.0.2"
     ports = {
@@ -576,6 +581,7 @@ def _start_all(
             ),
             ssl=f"ssl = yes\nssl_cert = <{chain_file}\nssl_key = <{key_file}",
             disable_plaintext_auth=True,
+            tuning=dovecot_tuning,
         ),
         "plain": _dovecot_conf(
             root=root,
