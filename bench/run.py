@@ -15,7 +15,7 @@ present, as from a pipeline's second run on):
   implicit TLS, ``--ca-file``) against Debian's Postfix and Dovecot on 127.0.0.1, beside
   ``swaks --quit-after AUTH`` then ``curl`` IMAPS ``EXAMINE``, run one after the other;
   the order alternates from round to round and the table gives medians;
-* the same through a TCP proxy adding 20 ms each way (``bench/proxy.py``);
+* the same through a TCP proxy adding 20 ms each way (``tests/servers/latency_proxy.py``);
 * 100 inboxes at ``--concurrency 100`` through that proxy, against one inbox; then the
   same batch against a second Dovecot in its default mode.
 
@@ -49,9 +49,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from proxy import Connection, LatencyProxy, ProxyThread
-
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _import_path(name: str, path: Path) -> ModuleType:
+    """A module of this tree imported by path (``tests`` is no installed package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# The round-trip counting proxy, shared with tests/real/test_round_trips.py.
+_proxy = _import_path("provision_bench_proxy", ROOT / "tests" / "servers" / "latency_proxy.py")
+Connection, LatencyProxy, ProxyThread = _proxy.Connection, _proxy.LatencyProxy, _proxy.ProxyThread
 DELAY = 0.020  # seconds each way through the proxy
 BATCH = 100
 _SBIN = "/usr/sbin:/sbin:/usr/local/sbin"
@@ -287,15 +301,7 @@ def _children_cpu() -> float:
 
 def _load_real_tier() -> ModuleType:
     """tests/real/conftest.py, imported as a plain module (its setup is reused as is)."""
-    spec = importlib.util.spec_from_file_location(
-        "provision_bench_real_servers", ROOT / "tests" / "real" / "conftest.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return _import_path("provision_bench_real_servers", ROOT / "tests" / "real" / "conftest.py")
 
 
 @contextlib.contextmanager
@@ -705,7 +711,7 @@ def run_batch(
 
 
 def _turns(connections: Sequence[Connection]) -> str:
-    counts = collections.Counter(c.turns + 1 for c in connections)  # + the TCP handshake
+    counts = collections.Counter(c.round_trips for c in connections)
     return ", ".join(f"{n} x {turns}" for turns, n in sorted(counts.items(), reverse=True))
 
 

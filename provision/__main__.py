@@ -1,5 +1,5 @@
 """``python -m provision``."""
 
-from provision.entry import main
+from provision.entry import console
 
-main()
+console()

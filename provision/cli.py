@@ -49,7 +49,6 @@ from provision.cli_run import (
     check_ca_file,
     config_error,
     emit,
-    exit_past_hung_threads,
     finish_ci,
     load_files,
     probe_extras,
@@ -534,9 +533,5 @@ def schema_command() -> None:
 def main() -> None:
     """Run the command line with only the commands this run needs; ``provision.entry.main``
     (the console entry point) calls it and catches whatever else escapes."""
-    try:
-        with only_needed_commands(app, sys.argv[1:]):
-            app()
-    except SystemExit as done:
-        exit_past_hung_threads(done)
-        raise
+    with only_needed_commands(app, sys.argv[1:]):
+        app()

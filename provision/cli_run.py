@@ -42,7 +42,6 @@ __all__ = [
     "color",
     "config_error",
     "emit",
-    "exit_past_hung_threads",
     "fewer_collections",
     "finish_ci",
     "is_terminal",
@@ -589,14 +588,3 @@ def setup_logging(verbose: bool) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.setLevel(logging.NOTSET)
-
-
-def exit_past_hung_threads(done: SystemExit) -> None:
-    """A stopped run whose resolver threads still hang: its report is out, so end now
-    instead of joining them (the interpreter would, for as long as they hang)."""
-    stopping = sys.modules.get("provision.stopping")  # loaded only by a command that ran
-    if stopping is None or not stopping.threads_left():
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(done.code if isinstance(done.code, int) else int(ExitCode.INTERNAL))

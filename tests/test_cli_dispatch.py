@@ -41,10 +41,11 @@ def _child(code: str, args: list[str]) -> tuple[int, str, str]:
     [["--version"], ["check", "--help"], ["set", "--help"], ["--help"], ["chek"], []],
 )
 def test_the_console_script_answers_as_the_full_app(args: list[str]) -> None:
-    # The console script (entry.main: --version alone before Typer, the rest through cli.main)
-    # against the app with every command registered, each in a child process.
+    # The console script (entry.console: --version alone before Typer, the rest through
+    # cli.main, then the process ends without teardown) against the app with every command
+    # registered, each in a child process.
     full = _child("from provision.cli import app; app()", args)
-    assert _child("from provision.entry import main; main()", args) == full
+    assert _child("from provision.entry import console; console()", args) == full
     assert full[1] or full[2]
 
 

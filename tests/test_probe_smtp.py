@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -25,7 +25,11 @@ from provision.probes.smtp import nodemailer_hostname, probe_smtp, secret_forms
 from provision.results import FailureClass, StageResult, Status, Step
 from provision.sandbox.ca import CertKind, SandboxCA
 from provision.sandbox.smtpd import Mode, RunningServer, start_smtp_server
-from tests.servers.smtp_misbehaving import ScriptedSmtpServer, start_scripted_server
+from tests.servers.faults import DROP, Seq
+from tests.servers.smtp_misbehaving import Script, ScriptedSmtpServer, start_scripted_server
+
+if TYPE_CHECKING:
+    from tests.conftest import StartProxy
 
 USER = "alice@example.test"
 PASSWORD = "Canary-9f2c-s3cret"  # a canary: it must never show up anywhere
@@ -114,7 +118,7 @@ async def smtp_server() -> AsyncIterator[StartServer]:
 async def scripted() -> AsyncIterator[StartScripted]:
     started: list[ScriptedSmtpServer] = []
 
-    async def start(script: str, **kw: Any) -> ScriptedSmtpServer:
+    async def start(script: str | Script, **kw: Any) -> ScriptedSmtpServer:
         server = await start_scripted_server(script, **kw)
         started.append(server)
         return server
@@ -561,6 +565,43 @@ async def test_probe_smtp_auth_not_advertised_over_tls(
 
     assert_failed(result, F.AUTH_NOT_ADVERTISED, "smtp.port", "submission port")
     assert "even over TLS" in (result.message or "")
+
+
+async def test_probe_smtp_starttls_takes_7_round_trips_and_quit_reaches_the_server(
+    smtp_server: StartServer, valid_context: ssl.SSLContext, ca_file: Path, turn_proxy: StartProxy
+) -> None:
+    server = await smtp_server("starttls", valid_context)
+    proxy = await turn_proxy(server.port)
+
+    result = await probe(proxy.port, secure=False, ca_file=ca_file)
+
+    assert result.status is Status.PASSED, result.to_json()
+    assert result.steps[-1].step is Step.QUIT
+    assert result.steps[-1].detail == "QUIT sent; the reply is not awaited"
+    assert await proxy.idle()
+    [conn] = proxy.connections
+    # TCP, greeting, EHLO, STARTTLS, TLS handshake, EHLO, AUTH; the 221 came after.
+    assert conn.round_trips <= 7, conn
+    assert conn.after_close > 0, conn
+    assert server.verbs() == ["EHLO", "STARTTLS", "EHLO", "AUTH", "QUIT"]
+
+
+async def test_probe_smtp_server_closing_right_after_auth_still_passes(
+    scripted: StartScripted,
+) -> None:
+    server = await scripted(Script(replies={"AUTH": Seq(b"235 2.7.0 OK\r\n", DROP)}))
+
+    result = await probe(server.port, secure=False)
+
+    assert result.failure is None, result.to_json()
+    quit_step = result.steps[-1]
+    assert quit_step.step is Step.QUIT
+    # Whether the close is seen before QUIT is written depends on the kernel; either
+    # way the detail says what happened and nothing fails.
+    assert quit_step.detail in {
+        "QUIT sent; the reply is not awaited",
+        "QUIT not sent: the server had closed the connection",
+    }, quit_step.detail
 
 
 async def test_probe_smtp_quit_without_answer_still_passes(scripted: StartScripted) -> None:

@@ -18,15 +18,21 @@ from provision.cli import app
 from provision.sandbox.ca import SandboxCA
 from tests.servers.mailhost import MailHost
 
-#: Prints, after the run, every imported module name as JSON on stderr's last line.
+#: Prints, after the run, every imported module name as JSON on stderr's last line; also
+#: when the run ends the process itself (``os._exit``: ``cli_run.exit_without_teardown``).
 _CHILD = """
-import json, runpy, sys
+import json, os, runpy, sys
+def modules():
+    sys.stderr.write("\\n" + json.dumps(sorted(sys.modules)) + "\\n")
+    sys.stderr.flush()
+end = os._exit
+os._exit = lambda code: (modules(), end(code))
 sys.argv = ["provision", *sys.argv[1:]]
 try:
     runpy.run_module("provision", run_name="__main__", alter_sys=True)
 except SystemExit:
     pass
-sys.stderr.write("\\n" + json.dumps(sorted(sys.modules)) + "\\n")
+modules()
 """
 
 
@@ -181,9 +187,9 @@ def test_the_console_script_is_the_entry_module() -> None:
     the same place, or ``--version`` alone would pay for Typer again."""
     pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
     scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
-    assert scripts == {"provision": "provision.entry:main"}
+    assert scripts == {"provision": "provision.entry:console"}
     assert (
-        "from provision.entry import main"
+        "from provision.entry import console"
         in (pyproject.parent / "provision/__main__.py").read_text()
     )
 

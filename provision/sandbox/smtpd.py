@@ -22,6 +22,7 @@ it off.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import secrets
 import ssl
@@ -216,6 +217,19 @@ class _RecordingSMTP(SMTP):  # aiosmtpd ships no type hints: SMTP is Any to mypy
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.running._sessions.add(self)
+
+    def eof_received(self) -> bool | None:
+        """The end of a TLS session: let the handler read what came with it first.
+
+        aiosmtpd cancels its handler here, dropping commands received together with
+        the close: a client's QUIT and its close_notify often arrive in one read (a
+        plaintext FIN never does). Postfix answers them; the handler's wake-up is
+        already scheduled, so ending the session one callback later does the same.
+        """
+        if not self.encrypted:
+            return bool(super().eof_received())
+        self.loop.call_soon(functools.partial(SMTP.eof_received, self))
+        return False
 
     def connection_lost(self, error: Exception | None) -> None:
         self.running._sessions.discard(self)

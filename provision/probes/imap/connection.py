@@ -19,6 +19,7 @@ from typing import Any, Literal
 import aioimaplib
 
 from provision import tls
+from provision.probes._transport import open_tls, write_and_close
 
 __all__ = [
     "CLOSE_GRACE",
@@ -29,6 +30,7 @@ __all__ = [
     "ImapProtocol",
     "dial",
     "greeting_status",
+    "open_layers",
     "open_transport",
     "read_greeting",
     "settle",
@@ -219,6 +221,8 @@ class Client(aioimaplib.IMAP4):  # type: ignore[misc]
 
     def __init__(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         self._sock = sock
+        #: The TCP transport under ``protocol.transport`` (the same one in plaintext).
+        self.tcp: asyncio.Transport | None = None
         super().__init__(ssl_context=ssl_context)
 
     def create_client(
@@ -232,14 +236,24 @@ class Client(aioimaplib.IMAP4):  # type: ignore[misc]
         running = loop if loop is not None else asyncio.get_running_loop()
         self.protocol = ImapProtocol(running)
         self._client_task = running.create_task(
-            open_transport(
-                self._sock, lambda: self.protocol, ssl_context, "" if ssl_context else None
-            )
+            open_layers(self._sock, self.protocol, ssl_context, "" if ssl_context else None)
         )
 
     async def connected(self) -> None:
         """Wait until the connection (and TLS handshake) is up; raise its error if not."""
-        await self._client_task
+        self.tcp, _ = await self._client_task
+
+    def write_and_close(self, line: str) -> bool:
+        """Send a last command line and close at once; ``False`` if the connection was gone.
+
+        The answer (LOGOUT's BYE and OK) and the peer's close_notify are not awaited
+        (:func:`~provision.probes._transport.write_and_close`).
+        """
+        top: asyncio.Transport | None = self.protocol.transport
+        if self.tcp is None or top is None or top.is_closing() or self.protocol.closed.done():
+            return False
+        write_and_close(self.tcp, top, f"{line}\r\n".encode())
+        return True
 
 
 async def dial(family: int, sockaddr: Any) -> socket.socket:
@@ -267,6 +281,27 @@ async def open_transport(
         return await loop.create_connection(
             factory, sock=sock, ssl=ssl_context, server_hostname=server_hostname
         )
+    except BaseException:
+        await settle(sock)
+        raise
+
+
+async def open_layers(
+    sock: socket.socket,
+    protocol: asyncio.Protocol,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+) -> tuple[asyncio.Transport, asyncio.Transport]:
+    """The session's connection: ``(tcp, top)``, TLS on our own TCP transport if any.
+
+    Like :func:`open_transport`, but the TCP transport stays in hand for
+    :meth:`Client.write_and_close`; the socket is closed if it fails.
+    """
+    if ssl_context is None:
+        tcp, _ = await open_transport(sock, lambda: protocol, None, None)
+        return tcp, tcp
+    try:
+        return await open_tls(sock, protocol, ssl_context, server_hostname=server_hostname)
     except BaseException:
         await settle(sock)
         raise

@@ -11,10 +11,11 @@ import base64
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiosmtplib import SMTP, SMTPAuthenticationError, SMTPResponse, SMTPStatus
 from aiosmtplib.protocol import SMTPProtocol
+
+from provision.probes._transport import open_tls, write_and_close
 
 __all__ = ["AUTHENTICATORS", "NODEMAILER_MECHANISMS", "Connection"]
 
@@ -95,19 +96,20 @@ class Connection:
         IP literal and then checks the IP address against the certificate.
         """
         loop = asyncio.get_running_loop()
-        options: dict[str, Any] = {}
-        if context is not None:
-            options = {
-                "ssl": context,
-                "server_hostname": self._server,
+        if context is None:
+            transport, _ = await loop.create_connection(lambda: self.protocol, sock=self.sock)
+            self._transports.append(transport)
+        else:
+            tcp, transport = await open_tls(
+                self.sock,
+                self.protocol,
+                context,
+                server_hostname=self._server,
                 # Above the step cap, so that the step's own timeout decides.
-                "ssl_handshake_timeout": self._handshake_timeout,
-                "ssl_shutdown_timeout": self._handshake_timeout,
-            }
-        transport, _ = await loop.create_connection(
-            lambda: self.protocol, sock=self.sock, **options
-        )
-        self._transports.append(transport)
+                handshake_timeout=self._handshake_timeout,
+                shutdown_timeout=self._handshake_timeout,
+            )
+            self._transports += [tcp, transport]
         self.smtp.protocol = self.protocol
         self.smtp.transport = transport
         self.smtp.loop = loop
@@ -125,18 +127,32 @@ class Connection:
             self._transports.append(self.smtp.transport)
         return reply
 
-    async def close(self, *, graceful: bool, wait: float = _CLOSE_WAIT) -> None:
-        """Close (or abort) the connection and wait until its socket is really closed."""
+    async def quit_and_close(self, wait: float = _CLOSE_WAIT) -> bool:
+        """Send QUIT and close at once, without reading the 221; ``True`` if QUIT was sent.
+
+        The server reads QUIT before the end of the connection; neither its 221 nor
+        its close_notify is awaited (:func:`write_and_close`).
+        """
+        top = self._transports[-1] if self._transports else None
+        if top is None or top.is_closing() or self.sock.closed.done():
+            await self.abort(wait)
+            return False
+        write_and_close(self._transports[0], top, b"QUIT\r\n")
+        await self._closed_or_aborted(wait)
+        return True
+
+    async def abort(self, wait: float = _CLOSE_WAIT) -> None:
+        """Abort the connection and wait until its socket is really closed."""
         if self.sock.closed.done():
             return
         if not self._transports:
             self.sock.close()
             return
-        top = self._transports[-1]
-        if graceful:
-            top.close()
-        else:
-            top.abort()
+        self._transports[-1].abort()
+        await self._closed_or_aborted(wait)
+
+    async def _closed_or_aborted(self, wait: float) -> None:
+        """Wait for the socket to close; abort every layer if it takes longer."""
         if not await self._closed_within(wait):
             for transport in reversed(self._transports):
                 transport.abort()

@@ -10,7 +10,12 @@ A *round trip* here is a turn of the conversation: server bytes that follow clie
 bytes (or open the connection, like a greeting). A TLS 1.3 handshake is one turn,
 a command and its reply another; bytes a side sends without waiting for the other
 (the client's Finished and its EHLO, the server's session tickets and its reply)
-fall in the same turn. The TCP handshake is not a turn: callers add it.
+fall in the same turn. Server bytes that arrive after the client has closed its side
+(a reply to a QUIT or LOGOUT the client did not wait for) are no turn either: the
+client paid nothing for them (``after_close`` counts them). The TCP handshake is not
+a turn; :attr:`Connection.round_trips` adds it.
+
+Shared by the tests that guard the probe's round trips and by ``bench/run.py``.
 """
 
 from __future__ import annotations
@@ -35,15 +40,31 @@ class Connection:
     turns: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    #: Server bytes that arrived after the client closed its side (never a turn).
+    after_close: int = 0
     opened: float = 0.0
     closed: float | None = None
+    client_closed: bool = False
     _last: str = ""
 
+    @property
+    def round_trips(self) -> int:
+        """The turns plus the TCP handshake: what the client waited for."""
+        return self.turns + 1
+
     def up(self, size: int) -> None:
+        if not size:
+            self.client_closed = True
+            return
         self.bytes_up += size
         self._last = "up"
 
     def down(self, size: int) -> None:
+        if not size:
+            return
+        if self.client_closed:
+            self.after_close += size
+            return
         self.bytes_down += size
         if self._last != "down":
             self.turns += 1
@@ -76,10 +97,8 @@ class LatencyProxy:
 
     async def idle(self, timeout: float = 5.0) -> bool:
         """Wait until every connection has closed; ``False`` if some are still open."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + timeout
-        while self._open and loop.time() < give_up:
-            await asyncio.sleep(0.01)
+        if self._open:
+            await asyncio.wait(set(self._open), timeout=timeout)
         return not self._open
 
     async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
@@ -132,10 +151,10 @@ class LatencyProxy:
             except OSError:
                 data = b""
             due = max(loop.time() + self.delay, not_before)
+            count(len(data))  # 0: this side closed
             if not data:
                 await queue.put((due, None))
                 return
-            count(len(data))
             await queue.put((due, data))
 
     @staticmethod
