@@ -128,7 +128,12 @@ async def probe_context(ca_file: Path | None = None, *, verify: bool = True) -> 
     Raises:
         OSError: the CA file cannot be read (``ssl.SSLError``: not PEM certificates).
     """
-    return await asyncio.wrap_future(warm_probe_context(ca_file, verify=verify))
+    future = warm_probe_context(ca_file, verify=verify)
+    if future.done() and future.exception() is None:
+        # Built (every probe but the first few): no asyncio future, no wake-up of the
+        # loop through its self-pipe from call_soon_threadsafe (a send and a read each).
+        return future.result()
+    return await asyncio.wrap_future(future)
 
 
 def session_facts(

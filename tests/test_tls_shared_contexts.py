@@ -55,3 +55,28 @@ def test_the_imap_context_reads_no_ca_store() -> None:
     assert not ctx.check_hostname
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert ctx.get_ca_certs() == []
+
+
+async def test_a_built_context_is_handed_over_without_waking_the_loop(
+    ca_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await tls.probe_context(ca_file)
+    wrapped: list[object] = []
+    original = asyncio.wrap_future
+
+    def wrap_future(future: object) -> object:
+        wrapped.append(future)
+        return original(future)  # type: ignore[arg-type]
+
+    loop = asyncio.get_running_loop()
+    woken: list[object] = []
+    monkeypatch.setattr(tls.asyncio, "wrap_future", wrap_future)
+    wake = loop.call_soon_threadsafe
+    monkeypatch.setattr(
+        loop, "call_soon_threadsafe", lambda *a, **k: woken.append(a) or wake(*a, **k)
+    )
+    again = [await tls.probe_context(ca_file) for _ in range(5)]
+    monkeypatch.undo()
+    assert again == [first] * 5
+    assert wrapped == []  # done: its result directly, no asyncio future chained to it
+    assert woken == []

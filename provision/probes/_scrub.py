@@ -45,9 +45,10 @@ def scrub(text: str, *secrets: str | Secret | None, limit: int = DEFAULT_LIMIT) 
 
 
 def _scrub(text: str, variants: list[str], limit: int = DEFAULT_LIMIT) -> str:
-    text = _replace(text, variants)
-    text = _escaped(text)
-    text = _replace(text, variants)
+    if not variants:  # nothing to mask (scrub_stage's usual case): escape and clip only
+        text = _escaped(text)
+    else:
+        text = _replace(_escaped(_replace(text, variants)), variants)
     if len(text) > limit:
         text = text[: max(0, limit - 1)] + "…"
     return text
@@ -55,7 +56,15 @@ def _scrub(text: str, variants: list[str], limit: int = DEFAULT_LIMIT) -> str:
 
 def scrub_stage(result: StageResult, *secrets: str | Secret | None) -> None:
     """:func:`scrub` everything a stage will show: message, step details, findings, facts."""
-    variants = _variants(secrets)  # once per stage, not once per text (some 50 texts)
+    texts: list[str] = []
+    if result.message is not None:
+        texts.append(result.message)
+    texts.extend(step.detail for step in result.steps if step.detail is not None)
+    texts.extend(finding.message for finding in result.warnings)
+    _strings(result.facts, texts)
+    # Once per stage, not once per text (some 50 texts): only the forms that occur in one
+    # of them, raw or escaped, are looked for in each (usually none at all).
+    variants = _occurring(_variants(secrets), texts)
     if result.message is not None:
         result.message = _scrub(result.message, variants)
     for step in result.steps:
@@ -66,6 +75,33 @@ def scrub_stage(result: StageResult, *secrets: str | Secret | None) -> None:
     scrubbed = _scrub_json(result.facts, variants)
     result.facts.clear()
     result.facts.update(scrubbed)
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    """Every string inside a JSON value, appended to ``out``."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _strings(item, out)
+
+
+def _occurring(variants: list[str], texts: list[str]) -> list[str]:
+    """The variants that :func:`_scrub` could find in one of ``texts``.
+
+    A form is found in a text, or in that text escaped (the second pass), so it occurs
+    in the texts joined, raw or escaped; the joint (a space, which escaping leaves
+    alone) can only add false finds. Masking inserts only ``*``: a form without one
+    cannot appear by masking others; a form with one is always kept.
+    """
+    if not variants:
+        return variants
+    joined = " ".join(texts)
+    escaped = _escaped(joined)
+    return [v for v in variants if v in joined or v in escaped or "*" in v]
 
 
 def _scrub_json(value: Any, variants: list[str]) -> Any:
