@@ -11,7 +11,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -42,7 +42,6 @@ __all__ = [
     "color",
     "config_error",
     "emit",
-    "fewer_collections",
     "finish_ci",
     "is_terminal",
     "load_files",
@@ -358,29 +357,6 @@ def small_tls_buffers() -> None:
 
 
 #: Allocations between two young-generation collections while a command's run is on.
-BATCH_GC_THRESHOLD = 20_000
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Collect cyclic garbage every 20,000 allocations instead of 700 during the run.
-
-    A batch of 100 inboxes allocates millions of short-lived objects (frames, futures,
-    replies) that reference counting frees; the default threshold still ran ~48
-    collections over the live ones, about 15 ms of CPU. The cycles a probe leaves are
-    few (some 600 objects per 100 inboxes), so collecting rarely costs no memory to
-    speak of. This is the CLI's process; the old thresholds come back after the run.
-    """
-    import gc
-
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], BATCH_GC_THRESHOLD), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
 def run_report(
     coro: Coroutine[Any, Any, Report],
     json_output: bool,
@@ -393,8 +369,7 @@ def run_report(
     from provision.stopping import Stopped
 
     try:
-        with fewer_collections():
-            return stop.run(coro, stoppable=stoppable)
+        return stop.run(coro, stoppable=stoppable)
     except Stopped:  # before any inbox was read (or a stoppable run): none, stopped
         from provision.results import Report
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
+from provision._gc import fewer_collections
 from provision._version import print_version
 
 __all__ = ["console", "exit_without_teardown", "main"]
@@ -24,7 +25,8 @@ __all__ = ["console", "exit_without_teardown", "main"]
 def console() -> None:
     """The ``provision`` program (pyproject's script, ``python -m provision``)."""
     try:
-        main()
+        with fewer_collections():  # from before Typer's import to the end of the run
+            main()
     except SystemExit as done:
         exit_without_teardown(done)
         raise

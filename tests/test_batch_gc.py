@@ -1,21 +1,18 @@
-"""The CLI's run collects cyclic garbage rarely, and puts the thresholds back after it."""
+"""The ``provision`` program collects cyclic garbage rarely (``provision._gc``); the
+thresholds come back after the block."""
 
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from provision.cli_run import BATCH_GC_THRESHOLD, fewer_collections, run_report
-from provision.commands.check import check
-from provision.inbox import load_inboxes
-from provision.models import ProbeOptions
-from provision.render.ci import CiOutputs
-from provision.results import Report
-from provision.sandbox.runner import running_sandbox
-from provision.stopping import Stop
+from provision._gc import GC_THRESHOLD, fewer_collections
 
 
 @pytest.fixture
@@ -32,7 +29,7 @@ def test_raised_inside_restored_after_even_on_error(
     default_thresholds: tuple[int, int, int],
 ) -> None:
     with fewer_collections():
-        assert gc.get_threshold() == (BATCH_GC_THRESHOLD, 10, 10)
+        assert gc.get_threshold() == (GC_THRESHOLD, 10, 10)
     assert gc.get_threshold() == default_thresholds
     with pytest.raises(KeyError), fewer_collections():
         raise KeyError("boom")
@@ -42,27 +39,49 @@ def test_raised_inside_restored_after_even_on_error(
 def test_a_higher_threshold_set_by_the_host_is_kept(
     default_thresholds: tuple[int, int, int],
 ) -> None:
-    gc.set_threshold(BATCH_GC_THRESHOLD * 5, 3, 4)
+    gc.set_threshold(GC_THRESHOLD * 5, 3, 4)
     with fewer_collections():
-        assert gc.get_threshold() == (BATCH_GC_THRESHOLD * 5, 3, 4)
-    assert gc.get_threshold() == (BATCH_GC_THRESHOLD * 5, 3, 4)
+        assert gc.get_threshold() == (GC_THRESHOLD * 5, 3, 4)
+    assert gc.get_threshold() == (GC_THRESHOLD * 5, 3, 4)
 
 
-def test_the_probes_of_a_run_report_run_under_the_raised_threshold(
-    default_thresholds: tuple[int, int, int], tmp_path: Path
-) -> None:
-    seen: list[tuple[int, int, int]] = []
+#: The program in a child: the thresholds in force when each inbox's probes end, and at the
+#: end of the run (os._exit: entry.exit_without_teardown), as JSON on stderr's last line.
+_CHILD = """
+import gc, json, os, sys
+seen = []
+import provision.commands.check as check
+probe_inbox = check.probe_inbox
+async def watched(*args, **kwargs):
+    result = await probe_inbox(*args, **kwargs)
+    seen.append(gc.get_threshold())
+    return result
+check.probe_inbox = watched
+end = os._exit
+def report(code):
+    sys.stderr.write("\\n" + json.dumps(seen) + "\\n")
+    end(code)
+os._exit = report
+sys.argv = ["provision", *sys.argv[1:]]
+from provision.entry import console
+console()
+"""
 
-    async def probes() -> Report:
-        async with running_sandbox(tmp_path / "box") as box:
-            loaded = load_inboxes([str(box.inbox_file)])
-            options = ProbeOptions(ca_file=box.ca_file, step_timeout=5, timeout=30)
-            # Each inbox's result, as its probes end: the threshold in force meanwhile.
-            return await check(
-                loaded.inboxes, options, on_inbox_done=lambda _: seen.append(gc.get_threshold())
-            )
 
-    report = run_report(probes(), True, CiOutputs.from_environ("check", environ={}), Stop())
-    assert report.ok
-    assert seen == [(BATCH_GC_THRESHOLD, 10, 10)] * 2
-    assert gc.get_threshold() == default_thresholds
+def test_the_probes_of_the_program_run_under_the_raised_threshold(tmp_path: Path) -> None:
+    inbox = {"server": "127.0.0.1", "port": 9, "username": "u", "password": "pw-gc-1"}
+    entry = {"smtp": {**inbox, "secure": False}, "imap": {**inbox, "secure": True}}
+    inboxes = [{"name": f"GC {i}", "email": f"gc{i}@example.com", **entry} for i in range(2)]
+    path = tmp_path / "inboxes.json"
+    path.write_text(json.dumps({"inboxes": inboxes}))
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, "check", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert json.loads(done.stdout)["inboxes"], done.stderr  # the probes did run
+    seen = json.loads(done.stderr.strip().splitlines()[-1])
+    assert seen == [[GC_THRESHOLD, 10, 10]] * 2

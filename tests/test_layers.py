@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "provision"
 LAYERS = {
     "_version": 0,
     "_lazy": 0,
+    "_gc": 0,
     "errors": 0,
     "models": 0,
     "stopping": 0,

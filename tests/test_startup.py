@@ -154,6 +154,7 @@ def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
     heavy |= {"typer", "click"}  # typer vendors click as typer._click
     assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
     assert {m for m in modules if m.startswith("provision.")} <= {
+        "provision._gc",
         "provision._lazy",
         "provision._version",
         "provision.entry",
@@ -168,6 +169,7 @@ def test_version_with_anything_else_goes_to_typer(tmp_path: Path) -> None:
     heavy |= {"logging"}
     assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
     assert {m for m in modules if m.startswith("provision.")} <= {
+        "provision._gc",
         "provision._lazy",
         "provision._version",
         "provision.entry",
