@@ -85,3 +85,32 @@ async def test_all_addresses_refused_names_each(monkeypatch: pytest.MonkeyPatch)
     assert f"127.0.0.2:{port}" in (result.message or "")
     assert f"127.0.0.1:{port}" in (result.message or "")
     assert len([s for s in result.steps if s.step is Step.CONNECT]) == 2
+
+
+@pytest.mark.parametrize(
+    ("literal", "family", "shown"),
+    [
+        ("127.0.0.1", socket.AF_INET, "127.0.0.1"),
+        ("::1", socket.AF_INET6, "::1"),
+        ("0:0:0:0:0:0:0:1", socket.AF_INET6, "::1"),  # shown in its canonical form
+    ],
+)
+async def test_an_address_literal_is_used_as_is_without_the_resolver(
+    monkeypatch: pytest.MonkeyPatch, literal: str, family: socket.AddressFamily, shown: str
+) -> None:
+    """No getaddrinfo for a literal (its IDNA encoding alone costs a cold run 4 ms)."""
+    from provision.probes._net import resolve
+    from provision.probes._steps import Recorder
+    from provision.results import Stage
+
+    def no_resolver(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("getaddrinfo called for an address literal")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "getaddrinfo", no_resolver)
+    rec = Recorder(stage=Stage.SMTP, deadline=loop.time() + 5, step_timeout=2)
+    addresses = await resolve(rec, literal, 587, prefix="smtp")
+    expected = (shown, 587) if family == socket.AF_INET else (shown, 587, 0, 0)
+    assert addresses == [(family, expected)]
+    assert rec.result.steps[0].detail == shown

@@ -66,15 +66,20 @@ async def _addresses(host: str, port: int) -> list[AddrInfo]:
 
     An address needs no resolver and no thread; a name is looked up once per run.
     """
-    if _is_address(host):
-        flags = socket.AI_NUMERICHOST  # never asks a resolver, so never blocks the loop
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags)
+    family = _address_family(host)
+    if family is not None:
+        # A literal needs no resolver and no thread; not even getaddrinfo, whose IDNA
+        # encoding of the host costs a cold run 4 ms of codec import before its connect.
         await asyncio.sleep(0)  # one turn of the loop: a step begun past the deadline ends
-    else:
-        loop = asyncio.get_running_loop()
-        infos = await shared(
-            ("resolve", host, port), lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        text = socket.inet_ntop(family, socket.inet_pton(family, host))  # canonical form
+        literal: tuple[str, int] | tuple[str, int, int, int] = (
+            (text, port) if family == socket.AF_INET else (text, port, 0, 0)
         )
+        return [(family, literal)]
+    loop = asyncio.get_running_loop()
+    infos = await shared(
+        ("resolve", host, port), lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    )
     seen: list[AddrInfo] = []
     for family, _type, _proto, _canon, sockaddr in infos:
         item: AddrInfo = (family, sockaddr)  # type: ignore[assignment]
@@ -83,15 +88,16 @@ async def _addresses(host: str, port: int) -> list[AddrInfo]:
     return seen
 
 
-def _is_address(host: str) -> bool:
-    """An IPv4 or IPv6 literal (``inet_pton``: no resolver, unlike ``getaddrinfo``)."""
+def _address_family(host: str) -> socket.AddressFamily | None:
+    """``AF_INET``/``AF_INET6`` for an address literal (``inet_pton``: no resolver, unlike
+    ``getaddrinfo``); ``None`` for a name (a scoped IPv6 address included)."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(family, host)
         except (OSError, ValueError):  # ValueError: a NUL in the name
             continue
-        return True
-    return False
+        return family
+    return None
 
 
 def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> Failure:
