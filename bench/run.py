@@ -654,7 +654,8 @@ def section_loopback(report: Report, runs: int, target: Target) -> Pair:
         "SELECT and SEARCH (curl: EXAMINE). *of which probing* is the report's `elapsed_ms` "
         "(both probes run concurrently); the rest of provision's wall time is start-up, "
         "reading the file and output. CPU: the measured command's process; the servers' "
-        "process trees (Postfix and Dovecot fork per connection).",
+        "process trees (Postfix starts an smtpd per concurrent client; Dovecot, in its "
+        "high-performance mode, reuses its processes).",
     )
     return result
 
