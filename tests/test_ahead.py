@@ -7,8 +7,10 @@ happens next, an opened socket is either taken by its session or closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import sys
+import warnings
 
 import pytest
 
@@ -60,7 +62,7 @@ async def test_an_opening_nobody_took_is_closed() -> None:
             Stage.SMTP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
         )
         peer = await asyncio.wait_for(server.accepted.get(), 5)
-        await opening.discard()
+        opening.discard()
         assert await asyncio.wait_for(peer.read(), 5) == b""  # our side closed it
     assert [s.step for s in opening.rec.result.steps] == [Step.RESOLVE, Step.CONNECT]
 
@@ -72,7 +74,7 @@ async def test_a_taken_socket_stays_open_and_the_steps_are_the_stages() -> None:
             Stage.IMAP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
         )
         sock = await opening.take()
-        await opening.discard()  # the finally of probe_inbox: the session owns it now
+        opening.discard()  # the finally of probe_inbox: the session owns it now
         peer = await asyncio.wait_for(server.accepted.get(), 5)
         sock.send(b"still open\r\n")
         assert await asyncio.wait_for(peer.readline(), 5) == b"still open\r\n"
@@ -90,7 +92,9 @@ async def test_a_refused_connect_is_the_stages_failure_and_discarding_it_is_quie
     assert failed.value.failure.cls is FailureClass.PORT_CLOSED
     assert opening.rec.result.steps[-1].status is Status.FAILED
     refused = open_ahead(Stage.SMTP, "127.0.0.1", port, step_timeout=5, deadline=deadline)
-    await refused.discard()  # nobody took it: its error is not raised to the discarder
+    refused.discard()  # nobody took it: its error is not raised to the discarder
+    (outcome,) = await asyncio.gather(refused.task, return_exceptions=True)
+    assert isinstance(outcome, (ProbeFailed, asyncio.CancelledError))
 
 
 async def test_an_opening_discarded_before_it_ran_is_cancelled() -> None:
@@ -99,7 +103,8 @@ async def test_an_opening_discarded_before_it_ran_is_cancelled() -> None:
         opening = open_ahead(
             Stage.IMAP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
         )
-        await opening.discard()  # before its task had a turn of the loop
+        opening.discard()  # before its task had a turn of the loop
+        await asyncio.gather(opening.task, return_exceptions=True)
         assert opening.task.cancelled()
     assert server.accepted.empty()
 
@@ -109,3 +114,31 @@ async def test_the_protocol_modules_load_once_for_every_caller() -> None:
     assert {"provision.probes.smtp", "provision.probes.imap", "aiosmtplib", "aioimaplib"} <= set(
         sys.modules
     )
+
+
+async def test_an_opening_cancelled_in_the_middle_of_its_connect_leaves_no_socket() -> None:
+    """A listener whose accept queue is full drops the SYN: the connect stays pending
+    until the opening is cancelled (a stop, an exporter's shutdown); its socket is
+    closed then, not left to the garbage collector (``ResourceWarning``)."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        # Linux's queue for listen(0) holds one connection: the next SYN is dropped.
+        queued = socket.create_connection(("127.0.0.1", port), timeout=2)
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            opening = open_ahead(Stage.SMTP, "127.0.0.1", port, step_timeout=5, deadline=deadline)
+            for _ in range(20):  # loop turns (not time) until the connect is under way
+                if opening.connect_started:
+                    break
+                await asyncio.sleep(0)
+            assert opening.connect_started
+            opening.discard()
+            await asyncio.gather(opening.task, return_exceptions=True)
+            assert opening.task.cancelled()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ResourceWarning)
+                gc.collect()  # a leaked socket would warn here
+        finally:
+            queued.close()

@@ -85,7 +85,8 @@ async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -
             ),
         )
     finally:  # a probe cancelled before it began leaves its connection to close here
-        await asyncio.gather(smtp.discard(), imap.discard())
+        smtp.discard()
+        imap.discard()
     result = InboxResult.for_inbox(inbox)
     for stage in stages:
         log_steps(inbox, stage)

@@ -53,16 +53,22 @@ class Opening:
         self._taken = True
         return await self.task
 
-    async def discard(self) -> None:
-        """End an opening nobody took (the probe was cancelled or never began)."""
+    def discard(self) -> None:
+        """End an opening nobody took (the probe was cancelled or never began): cancel it,
+        and close its socket whenever it ends, without waiting here (a ``finally`` that
+        awaits could itself be cancelled, and the socket leak)."""
         if self._taken:
             return
         self._taken = True
-        if not self.task.done():
-            self.task.cancel()
-        (outcome,) = await asyncio.gather(self.task, return_exceptions=True)
-        if isinstance(outcome, socket.socket):
-            outcome.close()
+        self.task.cancel()  # a finished task ignores it
+        self.task.add_done_callback(_close_unused)
+
+
+def _close_unused(task: asyncio.Task[socket.socket]) -> None:
+    if task.cancelled():
+        return
+    if task.exception() is None:  # retrieved either way: no "never retrieved" warning
+        task.result().close()
 
 
 def open_ahead(

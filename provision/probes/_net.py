@@ -156,6 +156,9 @@ async def connect(
             sock.close()
             errors.append((addr, exc))
             continue
+        except BaseException:  # cancelled (a stop, a probe ended from outside): no leak
+            sock.close()
+            raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
     raise ProbeFailed(_connect_failure(errors, host=host, port=port, prefix=prefix))
