@@ -356,7 +356,6 @@ def small_tls_buffers() -> None:
         asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
 
 
-#: Allocations between two young-generation collections while a command's run is on.
 def run_report(
     coro: Coroutine[Any, Any, Report],
     json_output: bool,
