@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import gc
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from provision._gc import GC_THRESHOLD, fewer_collections
+from tests.child import run_python
 
 
 @pytest.fixture
@@ -74,14 +73,7 @@ def test_the_probes_of_the_program_run_under_the_raised_threshold(tmp_path: Path
     inboxes = [{"name": f"GC {i}", "email": f"gc{i}@example.com", **entry} for i in range(2)]
     path = tmp_path / "inboxes.json"
     path.write_text(json.dumps({"inboxes": inboxes}))
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, "check", str(path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
+    done = run_python(_CHILD, "check", str(path), "--json", cwd=tmp_path)
     assert json.loads(done.stdout)["inboxes"], done.stderr  # the probes did run
     seen = json.loads(done.stderr.strip().splitlines()[-1])
     assert seen == [[GC_THRESHOLD, 10, 10]] * 2

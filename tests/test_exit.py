@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from provision.entry import exit_without_teardown, main
+from tests.child import run_python
 
 # The console entry, with an exit handler that says whether the interpreter's own
 # teardown ran (it runs atexit handlers first).
@@ -51,14 +52,7 @@ def _inboxes(tmp_path: Path, count: int) -> Path:
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", _CHILD, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
+    return run_python(_CHILD, *args, cwd=cwd)
 
 
 def test_a_finished_run_skips_the_teardown_and_its_whole_report_arrives(tmp_path: Path) -> None:

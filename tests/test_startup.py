@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from provision._version import __version__
 from provision.cli import app
 from provision.sandbox.ca import SandboxCA
+from tests.child import run_python
 from tests.servers.mailhost import MailHost
 
 #: Prints, after the run, every imported module name as JSON on stderr's last line; also
@@ -37,14 +38,7 @@ modules()
 
 
 def _imported(*args: str, cwd: Path) -> set[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
+    done = run_python(_CHILD, *args, cwd=cwd)
     modules: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
     return set(modules)
 
@@ -146,33 +140,28 @@ def test_audit_imports_only_what_it_needs(tmp_path: Path, monkeypatch: pytest.Mo
     assert not {m for m in modules if m.startswith(tuple(f"provision.{u}" for u in unused))}
 
 
+#: Never loaded to print the version; ``logging``: its handler is made when a command
+#: sets logging up.
+_NOT_FOR_VERSION = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography"}
+_NOT_FOR_VERSION |= {"asyncio", "logging"}
+#: provision's modules of the entry point's own answer.
+_ENTRY = {"provision._gc", "provision._lazy", "provision._version", "provision.entry"}
+
+
 def test_version_imports_no_protocol_stack(tmp_path: Path) -> None:
     """``provision --version`` alone is answered by ``provision.entry``, before Typer."""
     modules = _imported("--version", cwd=tmp_path)
-    heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}
-    heavy |= {"logging"}  # its handler is made when a command sets logging up
-    heavy |= {"typer", "click"}  # typer vendors click as typer._click
+    heavy = _NOT_FOR_VERSION | {"typer", "click"}  # typer vendors click as typer._click
     assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
-    assert {m for m in modules if m.startswith("provision.")} <= {
-        "provision._gc",
-        "provision._lazy",
-        "provision._version",
-        "provision.entry",
-    }
+    assert {m for m in modules if m.startswith("provision.")} <= _ENTRY
 
 
 def test_version_with_anything_else_goes_to_typer(tmp_path: Path) -> None:
     """Only the one exact argument vector skips Typer; its ``--version`` option takes the rest."""
     modules = _imported("--version", "check", cwd=tmp_path)
     assert "typer" in _top(modules)
-    heavy = {"pydantic", "httpx", "yaml", "aiosmtplib", "aioimaplib", "cryptography", "asyncio"}
-    heavy |= {"logging"}
-    assert heavy.isdisjoint(_top(modules)), heavy & _top(modules)
-    assert {m for m in modules if m.startswith("provision.")} <= {
-        "provision._gc",
-        "provision._lazy",
-        "provision._version",
-        "provision.entry",
+    assert _NOT_FOR_VERSION.isdisjoint(_top(modules)), _NOT_FOR_VERSION & _top(modules)
+    assert {m for m in modules if m.startswith("provision.")} <= _ENTRY | {
         "provision.cli",
         "provision.cli_coerce",
         "provision.cli_dispatch",
