@@ -21,6 +21,7 @@ from provision.probes._ahead import Opening
 from provision.probes._scrub import scrub
 from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
 from provision.probes.failure import ProbeFailed
+from provision.probes.imap import second_look
 from provision.probes.imap.certificate import CertificateCheck
 from provision.probes.imap.classify import (
     COUNT_SINCE,
@@ -29,7 +30,6 @@ from provision.probes.imap.classify import (
     UNSENDABLE,
     capabilities_in,
     capability_code,
-    classify_greeting,
     closed_failure,
     exists_in,
     imap_date,
@@ -43,25 +43,20 @@ from provision.probes.imap.classify import (
     search_failure,
     search_hits,
     select_failure,
-    service_of,
     show_greeting,
     slow_finding,
     timeout_failure,
-    tls_hint,
     unsendable_credentials,
-    wrong_service,
 )
 from provision.probes.imap.connection import (
     Client,
     Greeting,
     ImapProtocol,
-    read_greeting,
     settle,
     shutdown,
     wait_closed,
 )
 from provision.results import Failure, FailureClass, Step
-from provision.tls_failures import classify_tls_error
 
 __all__ = ["PLAN_PLAINTEXT", "PLAN_TLS", "ImapRun"]
 
@@ -173,7 +168,7 @@ class ImapRun:
         except StepTimeout as exc:
             raise ProbeFailed(self._timeout(exc)) from None
         except OSError as exc:  # ssl.SSLError is an OSError
-            raise ProbeFailed(await self._tls_failure(exc)) from None
+            raise ProbeFailed(await second_look.tls_failure(self, exc)) from None
         self.facts["tls"] = facts
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         assert self.peer is not None
@@ -191,9 +186,11 @@ class ImapRun:
                 if not greeting.ok:
                     raise _BadGreeting(greeting)
         except _BadGreeting as bad:
-            raise ProbeFailed(await self._greeting_failure(bad.greeting)) from None
+            raise ProbeFailed(await second_look.greeting_failure(self, bad.greeting)) from None
         except StepTimeout as exc:
-            raise ProbeFailed(await self._greeting_timeout(exc, bytes(proto.buffer.data))) from None
+            raise ProbeFailed(
+                await second_look.greeting_timeout(self, exc, bytes(proto.buffer.data))
+            ) from None
         self.facts["greeting"] = show_greeting(greeting, self.imap.password)
         if greeting.preauth:
             self.facts["preauth"] = True
@@ -211,7 +208,8 @@ class ImapRun:
         )
         if done:
             return greeting.result()
-        check = self.early_confirm = asyncio.create_task(self._confirm(secure=True))
+        check = asyncio.create_task(second_look.other_mode_greeting(self, secure=True))
+        self.early_confirm = check
         pending: set[asyncio.Future[Any]] = {greeting, check}
         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if greeting.done():
@@ -219,7 +217,8 @@ class ImapRun:
         confirm = check.result()
         if confirm is not None and confirm.kind == "line":
             raise ProbeFailed(
-                self._mismatch(
+                second_look.mismatch(
+                    self,
                     FailureClass.PLAINTEXT_ON_TLS_PORT,
                     "no greeting in plaintext, while a TLS client was greeted",
                     confirm,
@@ -481,125 +480,6 @@ class ImapRun:
                 )
             )
         return capabilities_in(response.lines, untagged_bare=True) or []
-
-    # ---- diagnostics on second connections
-
-    async def _confirm(self, *, secure: bool) -> Greeting | None:
-        """Read the greeting in the other TLS mode, without credentials; ``None`` if none."""
-        cap = min(self.options.step_timeout, self.rec.remaining())
-        if self.peer is None or cap <= 0:
-            return None
-        try:
-            async with asyncio.timeout(cap):
-                return await read_greeting(*self.peer, secure=secure)
-        except (TimeoutError, OSError):
-            return None
-
-    # ---- classification that needs the network (mismatch confirmation)
-
-    async def _tls_failure(self, exc: OSError) -> Failure:
-        imap = self.imap
-        failure = classify_tls_error(exc, server=imap.server)
-        if failure is None:
-            return Failure(
-                FailureClass.RESET,
-                "the connection failed during the TLS handshake "
-                f"({exc.strerror or str(exc) or type(exc).__name__})",
-                f"check imap.server and imap.port ({imap.port}); port 993 speaks TLS",
-                "imap.port",
-            )
-        if failure.cls is not FailureClass.TLS_ON_PLAINTEXT_PORT:
-            return Failure(failure.cls, failure.message, tls_hint(failure.cls), "imap.port")
-        confirm = await self._confirm(secure=False)
-        return self._mismatch(
-            FailureClass.TLS_ON_PLAINTEXT_PORT, failure.message, confirm, in_tls=False
-        )
-
-    async def _greeting_failure(self, greeting: Greeting) -> Failure:
-        imap = self.imap
-        if greeting.kind == "tls-record" and not imap.secure:
-            confirm = await self._confirm(secure=True)
-            text = "the server answered with a TLS record instead of an IMAP greeting"
-            return self._mismatch(FailureClass.PLAINTEXT_ON_TLS_PORT, text, confirm, in_tls=True)
-        if greeting.kind == "closed" and not greeting.data and not imap.secure:
-            confirm = await self._confirm(secure=True)
-            if confirm is not None and confirm.kind == "line":
-                text = "the server closed the connection without a greeting"
-                return self._mismatch(
-                    FailureClass.PLAINTEXT_ON_TLS_PORT, text, confirm, in_tls=True
-                )
-        return classify_greeting(greeting, imap)
-
-    async def _greeting_timeout(self, exc: StepTimeout, partial: bytes) -> Failure:
-        imap = self.imap
-        if exc.deadline:
-            return self._timeout(exc)
-        if partial:
-            shown = scrub(partial.decode("utf-8", "replace"), imap.password, limit=80)
-            return Failure(
-                FailureClass.PROTOCOL_ERROR,
-                f"the greeting never ended: {len(partial)} bytes without a line end within "
-                f"{exc.cap:.1f} s ('{shown}')",
-                f"this is not an IMAP server; check imap.server and imap.port ({imap.port})",
-                "imap.port",
-            )
-        if not imap.secure:
-            # Plaintext to an implicit-TLS port hangs: the server waits for a ClientHello
-            # (probe-anchors.md §3 row 9). Confirm with TLS before saying so.
-            if self.early_confirm is not None:
-                confirm = await self.early_confirm
-            else:
-                confirm = await self._confirm(secure=True)
-            if confirm is not None and confirm.kind == "line":
-                text = f"no greeting within {exc.cap:.1f} s in plaintext"
-                return self._mismatch(
-                    FailureClass.PLAINTEXT_ON_TLS_PORT, text, confirm, in_tls=True
-                )
-        return Failure(
-            FailureClass.SLOW_GREETING,
-            f"the server accepted the connection but sent no greeting within {exc.cap:.1f} s"
-            + ("" if imap.secure else " (and none over TLS either)"),
-            "the server is overloaded or this port is not IMAP; Rocket.Chat gives up 5 s "
-            f"after connecting: check imap.server and imap.port ({imap.port})",
-            "imap.port",
-        )
-
-    def _mismatch(
-        self, failure: FailureClass, text: str, confirm: Greeting | None, *, in_tls: bool
-    ) -> Failure:
-        """A TLS-mode mismatch, confirmed (or not) by a greeting in the other mode."""
-        imap = self.imap
-        mode = "implicit-tls" if in_tls else "plaintext"
-        if confirm is not None and confirm.ok:
-            self.facts["confirmed_mode"] = mode
-            shown = show_greeting(confirm, imap.password)
-            if in_tls:
-                hint = f"port {imap.port} speaks TLS from the first byte: set imap.secure: true"
-            else:
-                hint = (
-                    f"port {imap.port} speaks plaintext: set imap.secure: false "
-                    "(or better use 993 with secure: true)"
-                )
-            how = "over TLS" if in_tls else "in plaintext"
-            return Failure(failure, f"{text}; {how} it greets with '{shown}'", hint, "imap.secure")
-        if confirm is not None and confirm.kind == "line":
-            service = service_of(confirm.data)
-            if service is not None:
-                self.facts["confirmed_mode"] = mode
-                return wrong_service(service, confirm, imap, how="over TLS" if in_tls else "")
-        self.facts["confirmed_mode"] = None
-        other = "TLS" if in_tls else "plaintext"
-        if in_tls:
-            hint = (
-                f"port {imap.port} seems to expect TLS (a {other} retry was not answered); "
-                "use imap.secure: true with port 993"
-            )
-        else:
-            hint = (
-                f"port {imap.port} does not speak TLS (a {other} retry was not answered); "
-                "use port 993 with imap.secure: true"
-            )
-        return Failure(failure, text, hint, "imap.secure")
 
     # ---- classification helpers bound to this run
 
