@@ -27,7 +27,7 @@ from provision.probes import _net
 from provision.probes._steps import Recorder
 from provision.results import Stage
 
-__all__ = ["Opening", "load_protocols", "open_ahead"]
+__all__ = ["Opening", "connected", "load_protocols", "open_ahead"]
 
 #: What a probe of one inbox imports: the two stages, with aiosmtplib and aioimaplib, and
 #: the IDNA codec, which ``ssl`` loads (4 ms) at the first TLS session with a host name.
@@ -77,14 +77,27 @@ def open_ahead(
     """Start ``stage``'s resolve and connect steps; they run while the modules load."""
     rec = Recorder(stage=stage, deadline=deadline, step_timeout=step_timeout)
     started: list[float] = []
-    prefix = stage.value
+    task = asyncio.ensure_future(_resolve_and_connect(rec, host, port, stage.value, started))
+    return Opening(rec, task, started)
 
-    async def resolve_and_connect() -> socket.socket:
-        addresses = await _net.resolve(rec, host, port, prefix=prefix)
-        started.append(asyncio.get_running_loop().time())
-        return await _net.connect(rec, addresses, host=host, port=port, prefix=prefix)
 
-    return Opening(rec, asyncio.ensure_future(resolve_and_connect()), started)
+async def connected(
+    opening: Opening | None, rec: Recorder, host: str, port: int, *, prefix: str
+) -> tuple[socket.socket, float]:
+    """A session's socket: its opening's, or resolved and connected now on ``rec``; and
+    the event-loop time its connect began (node-imap's connect timeout counts from it)."""
+    if opening is not None:
+        return await opening.take(), opening.connect_started[0]
+    started: list[float] = []
+    return await _resolve_and_connect(rec, host, port, prefix, started), started[0]
+
+
+async def _resolve_and_connect(
+    rec: Recorder, host: str, port: int, prefix: str, started: list[float]
+) -> socket.socket:
+    addresses = await _net.resolve(rec, host, port, prefix=prefix)
+    started.append(asyncio.get_running_loop().time())
+    return await _net.connect(rec, addresses, host=host, port=port, prefix=prefix)
 
 
 async def load_protocols() -> None:

@@ -17,7 +17,7 @@ import aioimaplib
 from provision import tls
 from provision.models import ImapSettings, ProbeOptions, Secret
 from provision.probes import _net
-from provision.probes._ahead import Opening
+from provision.probes._ahead import Opening, connected
 from provision.probes._scrub import scrub
 from provision.probes._steps import Recorder, StepTimeout, early_mode_check_after
 from provision.probes.failure import ProbeFailed
@@ -104,15 +104,9 @@ class ImapRun:
             self.rec.result.warn(plaintext_finding(imap))
         else:  # for the certificate check; reading the CA store takes ~15 ms
             tls.warm_probe_context(self.options.ca_file)
-        if self.opening is not None:
-            self.sock = await self.opening.take()
-            started = self.opening.connect_started[0]
-        else:
-            addresses = await _net.resolve(self.rec, imap.server, imap.port, prefix="imap")
-            started = self.loop.time()
-            self.sock = await _net.connect(
-                self.rec, addresses, host=imap.server, port=imap.port, prefix="imap"
-            )
+        self.sock, started = await connected(
+            self.opening, self.rec, imap.server, imap.port, prefix="imap"
+        )
         try:
             self.peer = (self.sock.family, self.sock.getpeername())
         except OSError as exc:  # reset between accept and now

@@ -21,7 +21,7 @@ from aiosmtplib import SMTPException, SMTPResponse, SMTPResponseException, SMTPS
 from provision import tls
 from provision.models import ProbeOptions, SmtpSettings
 from provision.probes import _net
-from provision.probes._ahead import Opening
+from provision.probes._ahead import Opening, connected
 from provision.probes._certs import expiry_finding
 from provision.probes._net import AddrInfo
 from provision.probes._scrub import scrub_stage
@@ -191,11 +191,7 @@ class SmtpProbe:
 
     async def _connect(self) -> Connection:
         server, port = self.cfg.server, self.cfg.port
-        if self.opening is not None:
-            sock = await self.opening.take()
-        else:
-            addresses = await _net.resolve(self.rec, server, port, prefix="smtp")
-            sock = await _net.connect(self.rec, addresses, host=server, port=port, prefix="smtp")
+        sock, _ = await connected(self.opening, self.rec, server, port, prefix="smtp")
         try:
             peer = sock.getpeername()
         except OSError as exc:  # reset between connect() and now
