@@ -102,3 +102,19 @@ async def test_a_real_report_renders_as_json_dumps_would(
     doc = json.loads(text)
     assert [s["stage"] for s in doc["inboxes"][0]["stages"]] == ["smtp", "imap"]
     assert doc["inboxes"][0]["stages"][0]["steps"]  # nested, indented containers were walked
+
+
+def test_a_c_encoder_of_another_signature_falls_back_to_json_dumps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``c_make_encoder`` is private to ``json``: if a later Python changes its arguments,
+    the report is still written, by ``json.dumps`` itself."""
+    import provision.render.json as rendering
+
+    def changed(*args: object) -> object:
+        raise TypeError("c_make_encoder() takes exactly 10 arguments (9 given)")
+
+    monkeypatch.setattr(rendering, "c_make_encoder", changed)
+    monkeypatch.setattr(rendering, "_leaf_encoders", [])
+    doc = {"inboxes": [{"name": "Support", "stages": [{"steps": [1, 2.5, None, "ü"]}]}]}
+    assert dumps_indented(doc) == json.dumps(doc, indent=2)

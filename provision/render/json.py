@@ -57,7 +57,9 @@ def dumps_indented(doc: object) -> str:
     parts: list[str] = []
     try:
         _append(doc, 0, parts)
-    except _Unusual:
+    except (_Unusual, TypeError):
+        # TypeError: also a C encoder whose private signature changed in a later Python;
+        # json.dumps then writes the same bytes, or raises for the value as it would.
         return json.dumps(doc, indent=2)
     return "".join(parts)
 
