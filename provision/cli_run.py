@@ -159,6 +159,7 @@ def watch_rounds(
             every=interval,
             deadline=run.timeout,
             log=say,  # control characters from input (a bad file's problems) escaped
+            quiet=run.quiet,
         )
         try:
             stop.run(exporter.run(host, port, stop=stop))

@@ -87,6 +87,7 @@ class Exporter:
         deadline: the run deadline of one round (``--timeout``), in seconds.
         log: where the one-line round summaries go (standard error); never a secret.
         grace: extra seconds past ``deadline`` before a round is cut.
+        quiet: log only the rounds that did not pass (``--quiet``).
     """
 
     def __init__(
@@ -98,8 +99,11 @@ class Exporter:
         deadline: float,
         log: Callable[[str], None],
         grace: float = _GRACE,
+        quiet: bool = False,
     ) -> None:
         self.one_round = one_round
+        #: ``--quiet``: a round that passed logs nothing (errors and overruns always do).
+        self.quiet = quiet
         self.grace = grace
         self.command = command
         self.every = every
@@ -252,6 +256,8 @@ class Exporter:
         self.last = ReportCollector(report)
         failed = sum(1 for i in report.inboxes if i.exit_code(strict=report.strict))
         count = len(report.inboxes)
+        if self.quiet and int(report.exit_code) == 0:
+            return
         self.log(
             f"round {number}: {count} inbox{'' if count == 1 else 'es'}, {failed} failed, "
             f"exit {int(report.exit_code)}, {time.perf_counter() - began:.1f} s"

@@ -25,7 +25,7 @@ from provision.commands.check import check
 from provision.errors import ConfigError, ConfigProblem, RocketChatUnavailableError
 from provision.inbox import load_inboxes
 from provision.models import ProbeOptions
-from provision.results import InboxResult, Report, Stage, StageResult
+from provision.results import FailureClass, InboxResult, Report, Stage, StageResult
 from provision.sandbox.ca import CertKind, SandboxCA
 from provision.sandbox.imapd import start_imap_server
 from provision.sandbox.smtpd import start_smtp_server
@@ -110,11 +110,21 @@ async def _until(exporter: Exporter, done: Callable[[], bool]) -> None:
 
 
 def _exporter(
-    one_round: Callable[[], Awaitable[Report]], *, every: float = 60.0, deadline: float = 30.0
+    one_round: Callable[[], Awaitable[Report]],
+    *,
+    every: float = 60.0,
+    deadline: float = 30.0,
+    quiet: bool = False,
 ) -> tuple[Exporter, list[str]]:
     lines: list[str] = []
     made = Exporter(
-        one_round, command="check", every=every, deadline=deadline, log=lines.append, grace=0
+        one_round,
+        command="check",
+        every=every,
+        deadline=deadline,
+        log=lines.append,
+        grace=0,
+        quiet=quiet,
     )
     return made, lines
 
@@ -239,6 +249,23 @@ async def test_before_the_first_round_the_exposition_says_so_then_refreshes() ->
     assert lines[0] == f"serving http://127.0.0.1:{port}/metrics, a round every 60 s"
     assert lines[1].startswith("round 1: 1 inbox, 0 failed, exit 0, ")
     assert lines[-1] == "stopped after 1 rounds"
+
+
+async def test_quiet_logs_only_the_rounds_that_did_not_pass() -> None:
+    rounds = itertools.count(1)
+
+    async def one_round() -> Report:
+        report = _report()
+        if next(rounds) == 2:  # the second round's SMTP login fails
+            report.inboxes[0].stages[0].fail(FailureClass.AUTH_FAILED, "535 wrong password")
+        return report
+
+    exporter, lines = _exporter(one_round, every=0.01, quiet=True)
+    async with _running(exporter):
+        await _until(exporter, lambda: exporter.completed >= 3)
+    rounds_logged = [line for line in lines if line.startswith("round ")]
+    assert rounds_logged[0].startswith("round 2: 1 inbox, 1 failed, exit ")
+    assert not any(line.startswith(("round 1:", "round 3:")) for line in lines)
 
 
 async def test_rounds_never_overlap_and_an_overrun_delays_the_next() -> None:
