@@ -13,8 +13,10 @@ goes to the Typer command line (``provision.cli.main``) unchanged.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from typing import NoReturn
 
 from provision._gc import fewer_collections
 from provision._version import print_version
@@ -44,17 +46,35 @@ def main() -> None:
     except KeyboardInterrupt:
         _say("interrupted")
         raise SystemExit(130) from None
-    except Exception as exc:
-        if os.environ.get("PROVISION_DEBUG"):
-            raise
+    except OSError as exc:
+        if exc.errno not in _CANNOT_WRITE or os.environ.get("PROVISION_DEBUG"):
+            _internal(exc)
         from provision.results import ExitCode
 
-        # The type only: an exception's text may quote input, including secrets.
-        _say(
-            f"internal error: {type(exc).__name__} (a bug in provision; "
-            "run with PROVISION_DEBUG=1 to see the traceback)"
-        )
+        # The machine's, not provision's: the report (or a file beside it) did not fit.
+        _say(f"error: the output could not be written: {exc.strerror}")
         raise SystemExit(int(ExitCode.INTERNAL)) from None
+    except Exception as exc:
+        _internal(exc)
+
+
+#: Write errors that come from where the output goes (a full disk, a quota, a failing
+#: device, a read-only file system), never from provision itself.
+_CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def _internal(exc: Exception) -> NoReturn:
+    """An unexpected exception: its type only (its text may quote input, secrets
+    included), exit 1; ``PROVISION_DEBUG=1`` re-raises it with its traceback."""
+    if os.environ.get("PROVISION_DEBUG"):
+        raise exc
+    from provision.results import ExitCode
+
+    _say(
+        f"internal error: {type(exc).__name__} (a bug in provision; "
+        "run with PROVISION_DEBUG=1 to see the traceback)"
+    )
+    raise SystemExit(int(ExitCode.INTERNAL)) from None
 
 
 def _say(line: str) -> None:

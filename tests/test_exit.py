@@ -4,6 +4,7 @@ exit code. Called as a function (``entry.main``), it raises ``SystemExit`` as be
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -72,7 +73,7 @@ def test_a_usage_error_keeps_its_exit_code_and_message(tmp_path: Path) -> None:
     assert "teardown ran" not in done.stderr
 
 
-def test_a_full_disk_under_the_report_is_exit_1_without_a_traceback(tmp_path: Path) -> None:
+def test_a_full_disk_under_the_report_is_exit_1_and_said_so(tmp_path: Path) -> None:
     with open("/dev/full", "w") as full:
         done = subprocess.run(
             [sys.executable, "-c", _CHILD, "check", str(_inboxes(tmp_path, 1)), "--json"],
@@ -84,7 +85,7 @@ def test_a_full_disk_under_the_report_is_exit_1_without_a_traceback(tmp_path: Pa
             check=False,
         )
     assert done.returncode == 1
-    assert "internal error: OSError" in done.stderr
+    assert done.stderr == "error: the output could not be written: No space left on device\n"
     assert "Traceback" not in done.stderr
 
 
@@ -117,3 +118,29 @@ def test_a_flushed_run_does_end_the_process(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(os, "_exit", ended.append)
     exit_without_teardown(SystemExit(11))
     assert ended == [11]
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "error: the output could not be "),
+        (OSError(errno.EROFS, "Read-only file system"), "error: the output could not be "),
+        (OSError(errno.EBADF, "Bad file descriptor"), "internal error: OSError (a bug"),
+        (FileNotFoundError(errno.ENOENT, "gone"), "internal error: FileNotFoundError (a bug"),
+    ],
+)
+def test_only_an_output_that_did_not_fit_is_not_called_a_bug(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: OSError,
+    said: str,
+) -> None:
+    def failing() -> None:
+        raise error
+
+    monkeypatch.setattr("provision.cli.app", failing)
+    monkeypatch.setattr(sys, "argv", ["provision", "check", "inboxes.yaml"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 1
+    assert capsys.readouterr().err.startswith(said)
