@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 
-def run_python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -c code args...`` in ``cwd``, its output captured as text (60 s at most)."""
+def run_python(code: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -c code args...`` (in ``cwd`` if given), its output captured as text
+    (60 s at most)."""
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,

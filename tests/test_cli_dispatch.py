@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 from provision.cli import app, main
 from provision.cli_dispatch import commands_needed
+from tests.child import run_python
 
 
 def _names(args: list[str]) -> list[str | None] | None:
@@ -26,13 +26,7 @@ def test_a_named_command_or_version_alone_needs_one_or_none() -> None:
 
 
 def _child(code: str, args: list[str]) -> tuple[int, str, str]:
-    done = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.argv[0] = 'provision'; {code}", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python(f"import sys; sys.argv[0] = 'provision'; {code}", *args)
     return done.returncode, done.stdout, done.stderr
 
 
