@@ -9,20 +9,25 @@ cleanups registered with :func:`on_abort` (the sandbox's password and token file
 
 Handlers are Python-level (``signal.signal``) for the whole command, not only while the
 event loop runs: a signal while the report is being written waits for it to be written.
+
+Installing them imports nothing of asyncio (the methods that need it import it): the
+command line installs them before its first connections, which it dials while asyncio
+loads (``probes._early``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import os
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterator
-from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+    from concurrent.futures import Executor
 
 __all__ = [
     "GRACE",
@@ -123,6 +128,8 @@ class Stop:
         Raises:
             Stopped: a stop was asked for before or during the block.
         """
+        import asyncio
+
         task = asyncio.current_task()
         self._ensure_event()  # so that a stop reaches this loop
         if self.requested:
@@ -144,6 +151,8 @@ class Stop:
 
     def _ensure_event(self) -> asyncio.Event:
         """The event a stop sets, made in the running loop (set at once if stopped)."""
+        import asyncio
+
         if self._event is None:
             self._loop = asyncio.get_running_loop()
             self._event = asyncio.Event()
@@ -154,6 +163,8 @@ class Stop:
     def bind(self) -> None:
         """Take over the running loop for a command (:meth:`run`): signals wake it, and
         cancellations after a stop print nothing."""
+        import asyncio
+
         self._ensure_event()
         loop = asyncio.get_running_loop()
 
@@ -200,6 +211,8 @@ class Stop:
             stoppable: a stop cancels ``main`` (it unwinds, cleanups run), and
                 :class:`Stopped` is raised; otherwise ``main`` handles the stop itself.
         """
+        import asyncio
+        import concurrent.futures
 
         executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=_THREADS)
 
@@ -238,6 +251,8 @@ class Stop:
         Returns:
             Whether a stop was asked for.
         """
+        import asyncio
+
         if not tasks:
             return self.requested
         everything = asyncio.ensure_future(asyncio.wait(tasks, timeout=within))
@@ -269,6 +284,8 @@ class Stop:
             WriteAbandoned: a stop came and the write did not answer within the grace;
                 it was cancelled and may or may not have been applied (read it back).
         """
+        import asyncio
+
         task = asyncio.current_task()
         inner = asyncio.ensure_future(operation)
         if task is not None:
@@ -321,6 +338,8 @@ class Stop:
         Returns:
             Its result, or ``None`` when it did not answer in time.
         """
+        import asyncio
+
         limit = READ_BACK
         if self.deadline is not None:
             limit = min(limit, max(0.0, self.deadline - time.monotonic()))
@@ -378,6 +397,8 @@ def _leave_resolver_threads(loop: asyncio.AbstractEventLoop, executor: Executor)
     back by its own timeout (``docker stop`` sends SIGKILL after 10 s). The loop gets
     an unused executor to shut down instead; :func:`threads_left` tells the CLI.
     """
+    import concurrent.futures
+
     executor.shutdown(wait=False, cancel_futures=True)
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
 
