@@ -47,7 +47,9 @@ from provision.cli_options import (
 from provision.cli_run import (
     audit_inputs,
     check_ca_file,
+    close_dials,
     config_error,
+    dial_first,
     emit,
     finish_ci,
     load_files,
@@ -151,14 +153,24 @@ def check(
             lambda o, stop: run_check(run, probe_extras(o, **extras), silent_ci("check"), stop),
             validate=(lambda: load_files(run.files or [])) if run.files else None,
         )
-    options, ci = start_run(run, "check", metrics=metrics)
+    options, ci = start_run(run, "check", metrics=metrics, log=False)
     options = probe_extras(options, **extras)
     from provision.stopping import handling_signals
 
-    with handling_signals() as stop:
-        work = run_check_offline(run, options) if offline else run_check(run, options, ci, stop)
-        report = run_report(work, run.json_output, ci, stop)
-        emit(report, run.json_output, code=finish_ci(ci, report), quiet=run.quiet)
+    try:
+        with handling_signals() as stop:
+            # The input is valid and a signal is handled: dial now, before the loop.
+            read = None if offline else dial_first(run)
+            setup_logging(run.verbose)  # nothing logs before this (the files do not)
+            work = (
+                run_check_offline(run, options)
+                if offline
+                else run_check(run, options, ci, stop, read)
+            )
+            report = run_report(work, run.json_output, ci, stop)
+            emit(report, run.json_output, code=finish_ci(ci, report), quiet=run.quiet)
+    finally:
+        close_dials()
 
 
 @app.command(name="set", cls=FastCommand, **command_help("set"))

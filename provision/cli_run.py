@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 __all__ = [
     "audit_inputs",
     "check_ca_file",
+    "close_dials",
     "color",
     "config_error",
+    "dial_first",
     "emit",
     "finish_ci",
     "is_terminal",
@@ -81,10 +83,20 @@ def prune_options(
 
 
 def start_run(
-    run: Run, command: str, *, server: str | None = None, metrics: Path | None = None
+    run: Run,
+    command: str,
+    *,
+    server: str | None = None,
+    metrics: Path | None = None,
+    log: bool = True,
 ) -> tuple[ProbeOptions, CiOutputs]:
-    """Check what can be checked before any I/O; the probe options and CI outputs."""
-    setup_logging(run.verbose)
+    """Check what can be checked before any I/O; the probe options and CI outputs.
+
+    ``log=False``: the caller sets up logging itself, later (``check``: after its dial,
+    so that the import of ``logging`` overlaps the first handshakes).
+    """
+    if log:
+        setup_logging(run.verbose)
     if command != "audit" and not run.files and not run.sandbox:
         usage_error(
             "give at least one inbox file ('-' for standard input), or --sandbox", run.json_output
@@ -198,13 +210,50 @@ def check_ca_file(path: Path | None) -> Path | None:
     return readable_ca_file(path)
 
 
-@contextlib.asynccontextmanager
-async def load_inputs(
-    run: Run, options: ProbeOptions, stop: Stop
-) -> AsyncIterator[tuple[LoadResult, ProbeOptions, Sandbox | None]]:
-    """The inboxes to run: the files, or those of a sandbox started for the run (and its CA)."""
+def dial_first(run: Run) -> LoadResult | ConfigError | None:
+    """Read the inbox files now, before the event loop, and dial the first inbox's two
+    servers (``probes._early``): the handshakes travel while the loop starts up.
+
+    Returns what :func:`load_inputs` is then given: the files' inboxes, or the error
+    that reading them raised (raised there, so a bad file ends as it always has), or
+    ``None`` (a sandbox or standard input: read in the loop, where a stop can end it).
+    """
+    if run.sandbox or not run.files or "-" in run.files:
+        return None
     from provision.inbox import load_inboxes
 
+    try:
+        loaded = load_inboxes(run.files)
+    except ConfigError as exc:
+        return exc
+    if loaded.inboxes:
+        from provision.probes._early import dial_inbox
+
+        dial_inbox(loaded.inboxes[0])
+    return loaded
+
+
+def close_dials() -> None:
+    """Close the dials of :func:`dial_first` that no probe took (a run stopped or failed
+    before it probed). A run that dialled nothing imports nothing here."""
+    early = sys.modules.get("provision.probes._early")
+    if early is not None:
+        early.close_all()
+
+
+@contextlib.asynccontextmanager
+async def load_inputs(
+    run: Run, options: ProbeOptions, stop: Stop, read: LoadResult | ConfigError | None = None
+) -> AsyncIterator[tuple[LoadResult, ProbeOptions, Sandbox | None]]:
+    """The inboxes to run: the files (``read`` by :func:`dial_first` already, if given),
+    or those of a sandbox started for the run (and its CA)."""
+    from provision.inbox import load_inboxes
+
+    if isinstance(read, ConfigError):
+        raise read
+    if read is not None:
+        yield read, options, None
+        return
     if not run.sandbox:
         with stop.interruptible():  # standard input may never end
             loaded = load_inboxes(run.files or [])
@@ -219,10 +268,16 @@ async def load_inputs(
         yield loaded, dataclasses.replace(options, ca_file=options.ca_file or box.ca_file), box
 
 
-async def run_check(run: Run, options: ProbeOptions, ci: CiOutputs, stop: Stop) -> Report:
+async def run_check(
+    run: Run,
+    options: ProbeOptions,
+    ci: CiOutputs,
+    stop: Stop,
+    read: LoadResult | ConfigError | None = None,
+) -> Report:
     from provision.commands.check import check as check_inboxes
 
-    async with load_inputs(run, options, stop) as (loaded, options, _box):
+    async with load_inputs(run, options, stop, read) as (loaded, options, _box):
         return await check_inboxes(
             loaded.inboxes,
             options,

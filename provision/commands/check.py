@@ -151,8 +151,11 @@ async def check(
     Returns:
         A :class:`~provision.results.Report`; it never raises for network outcomes.
     """
+    from provision.probes import _early
+
     options = options or ProbeOptions()
-    started = time.perf_counter()
+    # Probing began with the command line's dial, if it dialled before the loop.
+    started = _early.began() or time.perf_counter()
     report = Report(command="check", strict=options.strict, settings=report_settings(options))
     report.inboxes = await probe_all(
         inboxes, options, input_warnings=input_warnings, on_inbox_done=on_inbox_done, stop=stop
@@ -206,6 +209,7 @@ async def _probe_all(
     stop: Stop | None,
     options_for: Callable[[int, Inbox], ProbeOptions] | None,
 ) -> list[InboxResult]:
+    from provision.probes import _early
     from provision.stopping import Stop
 
     stop = stop if stop is not None else Stop()
@@ -243,7 +247,10 @@ async def _probe_all(
             result = done
         elif stop.requested:
             task.cancel()
-            result = stopped_probes(inbox, str(stop.name), begun=index in begun)
+            # An inbox the command line dialled before the loop had begun (a connection
+            # was opened), even when the stop came before its probe's turn.
+            began = index in begun or _early.dialled(inbox)
+            result = stopped_probes(inbox, str(stop.name), begun=began)
         else:
             task.cancel()
             result = _abandoned(inbox, options)

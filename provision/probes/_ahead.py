@@ -23,7 +23,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from provision.probes import _net
+from provision.probes import _early, _net
 from provision.probes._steps import Recorder
 from provision.results import Stage
 
@@ -95,9 +95,16 @@ async def connected(
 async def _resolve_and_connect(
     rec: Recorder, host: str, port: int, prefix: str, started: list[float]
 ) -> socket.socket:
-    addresses = await _net.resolve(rec, host, port, prefix=prefix)
-    started.append(asyncio.get_running_loop().time())
-    return await _net.connect(rec, addresses, host=host, port=port, prefix=prefix)
+    dial = _early.take(host, port)  # begun by the command line before the loop, if at all
+    try:
+        addresses = await _net.resolve(rec, host, port, prefix=prefix, dial=dial)
+        dialled = dial is not None and dial.sock is not None and dial.addresses[:1] == addresses[:1]
+        loop_time = asyncio.get_running_loop().time()
+        started.append(dial.connect_started_mono if dial is not None and dialled else loop_time)
+        return await _net.connect(rec, addresses, host=host, port=port, prefix=prefix, dial=dial)
+    finally:
+        if dial is not None:
+            dial.close()  # a dial the connect did not take (an error, another address)
 
 
 async def load_protocols() -> None:

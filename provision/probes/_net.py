@@ -8,17 +8,26 @@ several failures into one ``OSError``); see probe-anchors.md §3 rows 1-6.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
 import socket
 
+from provision.probes._early import (
+    IN_PROGRESS,
+    AddrInfo,
+    Dial,
+    GetAddrInfo,
+    address_family,
+    unique,
+)
 from provision.probes._shared import shared
 from provision.probes._steps import Recorder, StepTimeout
 from provision.probes.failure import ProbeFailed
 from provision.results import Failure, FailureClass, Step
 
-__all__ = ["connect", "format_address", "resolve"]
+__all__ = ["AddrInfo", "connect", "format_address", "resolve"]
 
-AddrInfo = tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]
 
 _ROUTE_ERRNOS = frozenset(
     {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EACCES, errno.EPERM}
@@ -30,15 +39,18 @@ def format_address(sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> str
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def resolve(rec: Recorder, host: str, port: int, *, prefix: str) -> list[AddrInfo]:
-    """Resolve ``host`` to every address, recorded as the ``resolve`` step.
+async def resolve(
+    rec: Recorder, host: str, port: int, *, prefix: str, dial: Dial | None = None
+) -> list[AddrInfo]:
+    """Resolve ``host`` to every address, recorded as the ``resolve`` step (begun at the
+    ``dial``'s start when the command line began it before the event loop).
 
     Raises:
         ProbeFailed: the name does not resolve (class by ``gaierror`` code).
     """
     try:
-        async with rec.step(Step.RESOLVE) as info:
-            seen = await _addresses(host, port)
+        async with rec.step(Step.RESOLVE, since=dial.started if dial else None) as info:
+            seen = await _addresses(host, port, dial)
             info.detail = ", ".join(str(a[1][0]) for a in seen)
     except socket.gaierror as exc:
         raise ProbeFailed(_dns_failure(exc, host, prefix)) from None
@@ -61,12 +73,15 @@ async def resolve(rec: Recorder, host: str, port: int, *, prefix: str) -> list[A
     return seen
 
 
-async def _addresses(host: str, port: int) -> list[AddrInfo]:
+async def _addresses(host: str, port: int, dial: Dial | None) -> list[AddrInfo]:
     """Every address of ``host``, once each, in the resolver's order.
 
-    An address needs no resolver and no thread; a name is looked up once per run.
+    An address needs no resolver and no thread; a name is looked up once per run (its
+    dial's lookup, when the command line began one, is that lookup).
     """
-    family = _address_family(host)
+    if dial is not None and dial.literal is not None:
+        return [dial.literal]
+    family = address_family(host)
     if family is not None:
         # A literal needs no resolver and no thread; not even getaddrinfo, whose IDNA
         # encoding of the host costs a cold run 4 ms of codec import before its connect.
@@ -76,28 +91,32 @@ async def _addresses(host: str, port: int) -> list[AddrInfo]:
             (text, port) if family == socket.AF_INET else (text, port, 0, 0)
         )
         return [(family, literal)]
+    if dial is not None:
+        infos = await shared(("resolve", host, port), lambda: _answer(dial))
+    else:
+        loop = asyncio.get_running_loop()
+        infos = await shared(
+            ("resolve", host, port), lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        )
+    return unique(infos)
+
+
+async def _answer(dial: Dial) -> GetAddrInfo:
+    """The dial's lookup, begun in its thread before the loop: waited for here."""
     loop = asyncio.get_running_loop()
-    infos = await shared(
-        ("resolve", host, port), lambda: loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    )
-    seen: list[AddrInfo] = []
-    for family, _type, _proto, _canon, sockaddr in infos:
-        item: AddrInfo = (family, sockaddr)  # type: ignore[assignment]
-        if item not in seen:
-            seen.append(item)
-    return seen
+    answered = loop.create_future()
 
+    def settle() -> None:
+        if not answered.done():
+            answered.set_result(None)
 
-def _address_family(host: str) -> socket.AddressFamily | None:
-    """``AF_INET``/``AF_INET6`` for an address literal (``inet_pton``: no resolver, unlike
-    ``getaddrinfo``); ``None`` for a name (a scoped IPv6 address included)."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except (OSError, ValueError):  # ValueError: a NUL in the name
-            continue
-        return family
-    return None
+    def wake() -> None:  # in the resolving thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(settle)
+
+    if dial.on_answer(wake):
+        await answered
+    return dial.answer()
 
 
 def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> Failure:
@@ -128,27 +147,39 @@ def _dns_failure(exc: socket.gaierror, host: str, prefix: str) -> Failure:
 
 
 async def connect(
-    rec: Recorder, addresses: list[AddrInfo], *, host: str, port: int, prefix: str
+    rec: Recorder,
+    addresses: list[AddrInfo],
+    *,
+    host: str,
+    port: int,
+    prefix: str,
+    dial: Dial | None = None,
 ) -> socket.socket:
     """Connect to the first address that accepts, trying each in turn.
 
-    Every attempt is one ``connect`` step with its address. The returned socket is
-    non-blocking with ``TCP_NODELAY`` (our writes are whole commands; Nagle plus the
-    peer's delayed ACK would stall small writes).
+    Every attempt is one ``connect`` step with its address; the first one continues the
+    ``dial``'s connect, when the command line began it before the event loop. The
+    returned socket is non-blocking with ``TCP_NODELAY`` (our writes are whole commands;
+    Nagle plus the peer's delayed ACK would stall small writes).
 
     Raises:
         ProbeFailed: no address accepted; classified by the most telling error.
     """
     loop = asyncio.get_running_loop()
     errors: list[tuple[str, BaseException]] = []
-    for family, sockaddr in addresses:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+    for index, (family, sockaddr) in enumerate(addresses):
+        dialled = dial.connecting_to((family, sockaddr)) if dial and not index else None
+        since = dial.connect_started if dial and dialled else None
+        sock = dialled or socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         addr = format_address(sockaddr)
         try:
-            async with rec.step(Step.CONNECT, address=addr) as info:
+            async with rec.step(Step.CONNECT, address=addr, since=since) as info:
                 try:
-                    await loop.sock_connect(sock, sockaddr)
+                    if dialled is None:
+                        await loop.sock_connect(sock, sockaddr)
+                    else:
+                        await _dialled(loop, sock, dial.connect_errno if dial else 0)
                 except OSError as exc:
                     info.detail = exc.strerror or str(exc)
                     raise
@@ -162,6 +193,28 @@ async def connect(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
     raise ProbeFailed(_connect_failure(errors, host=host, port=port, prefix=prefix))
+
+
+async def _dialled(loop: asyncio.AbstractEventLoop, sock: socket.socket, said: int) -> None:
+    """The end of a connect begun before the loop: ``said`` is what ``connect_ex``
+    returned then (0 or ``EINPROGRESS``: under way; anything else: that error)."""
+    if said not in IN_PROGRESS:
+        raise OSError(said, os.strerror(said))
+    writable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not writable.done():
+            writable.set_result(None)
+
+    fd = sock.fileno()
+    loop.add_writer(fd, ready)
+    try:
+        await writable
+    finally:
+        loop.remove_writer(fd)
+    said = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if said:
+        raise OSError(said, os.strerror(said))
 
 
 def _connect_failure(

@@ -58,21 +58,34 @@ class Recorder:
 
     @asynccontextmanager
     async def step(
-        self, step: Step, *, cap: float | None = None, address: str | None = None
+        self,
+        step: Step,
+        *,
+        cap: float | None = None,
+        address: str | None = None,
+        since: float | None = None,
     ) -> AsyncIterator[StepInfo]:
-        """Run one step, timed and capped; re-raise its errors after recording them."""
+        """Run one step, timed and capped; re-raise its errors after recording them.
+
+        ``since``: the ``perf_counter`` time the step really began, when that was before
+        the event loop (``_early``): its time and its cap count from then.
+        """
         limit = self.step_timeout if cap is None else cap
+        start = time.perf_counter()
+        if since is not None and since < start:
+            limit, start = max(0.0, limit - (start - since)), since
+            self._started = min(self._started, since)  # the stage began with the step
         remaining = self.remaining()
         by_deadline = remaining < limit
         effective = max(0.0, min(limit, remaining))
         info = StepInfo()
-        start = time.perf_counter()
         try:
             async with asyncio.timeout(effective):
                 yield info
         except TimeoutError as exc:
             self._record(step, Status.FAILED, start, info.detail or "timed out", address)
-            raise StepTimeout(step, effective, deadline=by_deadline) from exc
+            shown = effective if by_deadline else self.step_timeout if cap is None else cap
+            raise StepTimeout(step, shown, deadline=by_deadline) from exc
         except BaseException:
             self._record(step, Status.FAILED, start, info.detail, address)
             raise

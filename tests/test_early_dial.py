@@ -1,0 +1,216 @@
+"""The first inbox's servers dialled before the event loop (``provision.probes._early``).
+
+The command line dials once the file is valid and signals are handled; the probes take
+the dials over. What is checked: the connect really comes before asyncio is imported
+(in a child process, by the audit event of the first ``connect``), the probes use the
+dialled sockets and report their steps from the dial's start, failures are classified
+as without a dial, and a dial nobody took is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provision.models import ImapSettings, Inbox, SmtpSettings
+from provision.models import Secret as Password
+from provision.probes import _early
+from provision.probes._ahead import open_ahead
+from provision.probes.failure import ProbeFailed
+from provision.results import FailureClass, Stage, Status, Step
+from provision.sandbox.ca import SandboxCA
+from tests.servers.mailhost import MailHost
+
+#: Runs the CLI; stderr's last line says, as JSON, whether asyncio had been imported at
+#: the run's first network step: the lookup of a name (``socket.getaddrinfo``) or the
+#: connect to an address (``socket.connect``, raised by ``connect_ex`` too), and its port.
+_CHILD = """
+import json, os, runpy, sys
+first = []
+def hook(event, args):
+    if not first and event == "socket.getaddrinfo":
+        first.append({"event": "lookup", "asyncio": "asyncio" in sys.modules, "port": args[1]})
+    if not first and event == "socket.connect":
+        port = args[1][1]
+        first.append({"event": "connect", "asyncio": "asyncio" in sys.modules, "port": port})
+sys.addaudithook(hook)
+def say():
+    sys.stderr.write("\\n" + json.dumps(first) + "\\n")
+    sys.stderr.flush()
+end = os._exit
+os._exit = lambda code: (say(), end(code))
+sys.argv = ["provision", *sys.argv[1:]]
+try:
+    runpy.run_module("provision", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+say()
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_dials_left() -> Iterator[None]:
+    yield
+    _early.close_all()
+
+
+def _inbox(host: str, smtp_port: int, imap_port: int) -> Inbox:
+    login = {"username": "u@example.com", "password": Password("pw-early")}
+    return Inbox(
+        name="Early",
+        email="u@example.com",
+        smtp=SmtpSettings(server=host, port=smtp_port, secure=False, **login),
+        imap=ImapSettings(server=host, port=imap_port, secure=True, **login),
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Listener:
+    """Accepts on 127.0.0.1 and hands each accepted connection's reader over."""
+
+    def __init__(self) -> None:
+        self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        self.accepted = asyncio.Queue()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Listener:
+        self._server = await asyncio.start_server(
+            lambda r, w: self.accepted.put_nowait((r, w)), "127.0.0.1", 0
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        while not self.accepted.empty():
+            _reader, writer = self.accepted.get_nowait()
+            writer.close()
+            await writer.wait_closed()
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["address", "name"])
+async def test_check_connects_before_asyncio_is_imported(
+    tmp_path: Path, sandbox_ca: SandboxCA, ca_file: Path, host: str
+) -> None:
+    """An address is dialled at once; a name is looked up in a thread, begun as early
+    (the connect follows the answer). Either way the report is the same as ever."""
+    mail = await MailHost.start("early@example.com", "pw-e", sandbox_ca.server_context())
+    login = {"server": host, "username": "early@example.com", "password": "pw-e"}
+    inbox = {
+        "name": "Early",
+        "email": "early@example.com",
+        "smtp": {**login, "port": mail.smtp.port, "secure": False},
+        "imap": {**login, "port": mail.imap.port, "secure": True},
+    }
+    path = tmp_path / "inbox.json"
+    path.write_text(json.dumps(inbox))
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _CHILD,
+            *("check", "--json", "--ca-file", str(ca_file), str(path)),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            out, err = await child.communicate()
+    finally:
+        await mail.close()
+    (first,) = json.loads(err.decode().strip().splitlines()[-1])
+    assert first == {
+        "event": "connect" if host == "127.0.0.1" else "lookup",
+        "asyncio": False,
+        "port": mail.smtp.port,  # the SMTP server, dialled first
+    }
+    report = json.loads(out)
+    assert child.returncode == 0, report
+    for stage in report["inboxes"][0]["stages"]:
+        assert stage["status"] == "passed"
+        steps = {s["step"]: s for s in stage["steps"]}
+        assert steps["resolve"]["detail"].startswith(("127.0.0.1", "::1"))
+        assert steps["connect"]["status"] == "passed"
+        # The stage began with its dial: no step is longer than the stage.
+        assert max(s["elapsed_ms"] for s in stage["steps"]) <= stage["elapsed_ms"]
+    assert report["elapsed_ms"] >= max(s["elapsed_ms"] for s in report["inboxes"][0]["stages"])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["address", "name"])
+async def test_the_probe_takes_the_dialled_socket_and_times_its_steps_from_the_dial(
+    host: str,
+) -> None:
+    async with _Listener() as server:
+        port = server.port
+        _early.dial_inbox(_inbox(host, port, _closed_port()))
+        dialled_at = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        opening = open_ahead(Stage.SMTP, host, port, step_timeout=5, deadline=loop.time() + 10)
+        sock = await opening.take()
+        try:
+            taken_at = time.perf_counter()
+            _reader, writer = await asyncio.wait_for(server.accepted.get(), 5)
+            writer.close()
+            # One connection only: the dialled one, not a second connect of the probe.
+            assert server.accepted.empty()
+            assert sock.getsockname() == writer.get_extra_info("peername")[:2]
+        finally:
+            sock.close()
+    steps = opening.rec.result.steps
+    assert [(s.step, s.status) for s in steps] == [
+        (Step.RESOLVE, Status.PASSED),
+        (Step.CONNECT, Status.PASSED),
+    ]
+    # The resolve step counts from the dial (before this test's own clock read)...
+    assert sum(s.elapsed_ms for s in steps) >= (taken_at - dialled_at) * 1000
+    # ...and the connect timer (node-imap's) from the dial's connect.
+    assert opening.connect_started[0] <= loop.time()
+    assert _early.take(host, port) is None  # taken once
+
+
+async def test_a_refused_dial_is_classified_as_without_one() -> None:
+    port = _closed_port()
+    _early.dial_inbox(_inbox("127.0.0.1", port, _closed_port()))
+    loop = asyncio.get_running_loop()
+    opening = open_ahead(Stage.SMTP, "127.0.0.1", port, step_timeout=5, deadline=loop.time() + 10)
+    with pytest.raises(ProbeFailed) as failed:
+        await opening.take()
+    assert failed.value.failure.cls is FailureClass.PORT_CLOSED
+    connect = opening.rec.result.steps[-1]
+    assert (connect.step, connect.status, connect.address) == (
+        Step.CONNECT,
+        Status.FAILED,
+        f"127.0.0.1:{port}",
+    )
+
+
+async def test_a_dial_nobody_took_is_closed_and_marks_its_inbox_begun() -> None:
+    async with _Listener() as smtp, _Listener() as imap:
+        inbox = _inbox("127.0.0.1", smtp.port, imap.port)
+        _early.dial_inbox(inbox)
+        assert _early.dialled(inbox)
+        peers = [await asyncio.wait_for(s.accepted.get(), 5) for s in (smtp, imap)]
+        _early.close_all()  # the command line's finally: the run ended before it probed
+        for reader, writer in peers:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # our side closed it
+            writer.close()
+    assert not _early.dialled(inbox)
+    assert _early.began() is None
