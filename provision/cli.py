@@ -45,6 +45,7 @@ from provision.cli_options import (
     shared_options,
 )
 from provision.cli_run import (
+    after_dial,
     audit_inputs,
     check_ca_file,
     close_dials,
@@ -153,15 +154,16 @@ def check(
             lambda o, stop: run_check(run, probe_extras(o, **extras), silent_ci("check"), stop),
             validate=(lambda: load_files(run.files or [])) if run.files else None,
         )
-    options, ci = start_run(run, "check", metrics=metrics, log=False)
+    options, ci = start_run(run, "check", metrics=metrics, dial=True)
     options = probe_extras(options, **extras)
     from provision.stopping import handling_signals
 
     try:
         with handling_signals() as stop:
-            # The input is valid and a signal is handled: dial now, before the loop.
+            # The options are valid and a signal is handled: dial now, before the loop;
+            # logging and the CA file's check (nothing is sent before it) meanwhile.
             read = None if offline else dial_first(run)
-            setup_logging(run.verbose)  # nothing logs before this (the files do not)
+            after_dial(run)
             work = (
                 run_check_offline(run, options)
                 if offline

@@ -214,3 +214,39 @@ async def test_a_dial_nobody_took_is_closed_and_marks_its_inbox_begun() -> None:
             writer.close()
     assert not _early.dialled(inbox)
     assert _early.began() is None
+
+
+async def test_an_unusable_ca_file_is_exit_2_and_the_dialled_servers_get_no_byte(
+    tmp_path: Path,
+) -> None:
+    """The CA file is checked while the dial travels (its ``ssl`` import overlaps the
+    handshake): a bad one ends the run as ever, before a byte is sent."""
+    async with _Listener() as smtp, _Listener() as imap:
+        login = {"server": "127.0.0.1", "username": "u", "password": "p"}
+        inbox = {
+            "name": "Early",
+            "email": "early@example.com",
+            "smtp": {**login, "port": smtp.port, "secure": False},
+            "imap": {**login, "port": imap.port, "secure": True},
+        }
+        path = tmp_path / "inbox.json"
+        path.write_text(json.dumps(inbox))
+        not_pem = tmp_path / "ca.pem"
+        not_pem.write_text("not a certificate\n")
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "provision",
+            *("check", "--ca-file", str(not_pem), str(path)),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            _out, err = await child.communicate()
+            peers = [await s.accepted.get() for s in (smtp, imap)]
+            for reader, writer in peers:
+                assert await reader.read() == b""  # closed without a byte
+                writer.close()
+    assert child.returncode == 2
+    assert f"error: {not_pem}: cannot use as a CA file" in err.decode()
