@@ -65,6 +65,7 @@ class Dial:
         "_error",
         "_waiters",
         "addresses",
+        "answered",
         "connect_errno",
         "connect_started",
         "connect_started_mono",
@@ -79,6 +80,7 @@ class Dial:
         self.host = host
         self.port = port
         self.started = time.perf_counter()  # the resolve step's start (StepResult times)
+        self.answered = self.started  # perf_counter when the lookup answered (a literal: at once)
         self.literal: AddrInfo | None = None
         self._answer: GetAddrInfo | None = None
         self._error: BaseException | None = None
@@ -98,6 +100,12 @@ class Dial:
                 return False
             self._waiters.append(wake)
             return True
+
+    @property
+    def lookup_ended(self) -> float | None:
+        """When the lookup answered (``perf_counter``); ``None`` while it has not."""
+        with _lock:
+            return self.answered if self._waiters is None else None
 
     def answer(self) -> GetAddrInfo:
         """The lookup's answer, once :meth:`on_answer` says it came; raises its error."""
@@ -129,6 +137,7 @@ class Dial:
             text = socket.inet_ntop(family, socket.inet_pton(family, self.host))  # canonical
             sockaddr = (text, self.port) if family == socket.AF_INET else (text, self.port, 0, 0)
             self.literal = (family, sockaddr)
+            self._waiters = None  # answered: the address is the answer
             self._connect([self.literal])
             return
         threading.Thread(target=self._resolve, name="provision-dial", daemon=True).start()
@@ -138,7 +147,9 @@ class Dial:
             self._answer = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except BaseException as exc:  # the probe's resolve step classifies it
             self._error = exc
+            self.answered = time.perf_counter()
         else:
+            self.answered = time.perf_counter()
             self._connect(unique(self._answer))
         with _lock:
             waiters, self._waiters = self._waiters or [], None

@@ -50,7 +50,11 @@ async def resolve(
     """
     try:
         async with rec.step(Step.RESOLVE, since=dial.started if dial else None) as info:
-            seen = await _addresses(host, port, dial)
+            try:
+                seen = await _addresses(host, port, dial)
+            finally:
+                if dial is not None:  # the lookup's own time, not the loop's start-up
+                    info.ended = dial.lookup_ended
             info.detail = ", ".join(str(a[1][0]) for a in seen)
     except socket.gaierror as exc:
         raise ProbeFailed(_dns_failure(exc, host, prefix)) from None
