@@ -10,7 +10,9 @@ as without a dial, and a dial nobody took is closed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import socket
 import sys
 import time
@@ -21,7 +23,7 @@ import pytest
 
 from provision.models import ImapSettings, Inbox, SmtpSettings
 from provision.models import Secret as Password
-from provision.probes import _early
+from provision.probes import _early, _net
 from provision.probes._ahead import open_ahead
 from provision.probes.failure import ProbeFailed
 from provision.results import FailureClass, Stage, Status, Step
@@ -253,3 +255,16 @@ async def test_an_unusable_ca_file_is_exit_2_and_the_dialled_servers_get_no_byte
                 writer.close()
     assert child.returncode == 2
     assert f"error: {not_pem}: cannot use as a CA file" in err.decode()
+
+
+async def test_an_error_connect_ex_returned_at_once_is_the_connect_steps_error() -> None:
+    """``connect_ex`` can fail before any packet (no route: ``ENETUNREACH``, which
+    loopback never gives); the dial keeps the number and the step raises it as
+    ``sock_connect`` would have."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        with pytest.raises(OSError, match=os.strerror(errno.ENETUNREACH)) as failed:
+            await _net._dialled(loop, sock, errno.ENETUNREACH)
+    assert failed.value.errno == errno.ENETUNREACH
+    assert failed.value.strerror == os.strerror(errno.ENETUNREACH)
