@@ -491,6 +491,10 @@ def section_startup(report: Report, runs: int, target: Target) -> None:
         runs, {k: (lambda c=c: must(run(c), c[-1]).seconds) for k, c in commands.items()}
     )
     rows = [[label, ms(median(t)), ms(min(t))] for label, t in times.items()]
+    first = [_first_connect(target, inbox) for _ in range(runs)]
+    report.figures["first_connect"] = median(first)
+    label = "`provision check` (1 inbox): from the start to its first `connect()`"
+    rows.append([label, ms(median(first)), ms(min(first))])
     version = median(times["`provision --version`"])
     report.figures["version"] = version
     report.figures["check_help"] = median(times["`provision check --help`"])
@@ -520,6 +524,38 @@ def section_startup(report: Report, runs: int, target: Target) -> None:
         "",
         *lines,
     )
+
+
+#: Runs the command line with an audit hook that prints, on stderr's last line, the
+#: ``time.monotonic()`` of its first network step (a lookup or a connect).
+_FIRST_CONNECT = """
+import os, runpy, sys, time
+seen = []
+def hook(event, args):
+    if not seen and event in ("socket.connect", "socket.getaddrinfo"):
+        seen.append(time.monotonic())
+sys.addaudithook(hook)
+end = os._exit
+def finish(code):
+    sys.stderr.write(f"\\n{seen[0] if seen else -1}\\n")
+    sys.stderr.flush()
+    end(code)
+os._exit = finish
+sys.argv = ["provision", *sys.argv[1:]]
+runpy.run_module("provision", run_name="__main__", alter_sys=True)
+"""
+
+
+def _first_connect(target: Target, inbox: Path) -> float:
+    """Seconds from the start of a cold ``provision check`` to its first network step
+    (the clock is the machine's monotonic one, read before the fork and in the child)."""
+    cmd = [sys.executable, "-c", _FIRST_CONNECT, *check_cmd(target, inbox)[1:]]
+    started = time.monotonic()
+    result = must(run(cmd), "provision check (first connect)")
+    at = float(result.stderr.strip().splitlines()[-1])
+    if at < 0:
+        raise SystemExit("bench: provision check connected nowhere")
+    return at - started
 
 
 #: What a cold ``check`` imports, layer by layer: each row adds to the one before.
