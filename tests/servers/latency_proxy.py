@@ -21,6 +21,7 @@ Shared by the tests that guard the probe's round trips and by ``bench/run.py``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 from collections.abc import Coroutine
@@ -30,7 +31,6 @@ from typing import Any, TypeVar
 __all__ = ["Connection", "LatencyProxy", "ProxyThread"]
 
 _T = TypeVar("_T")
-_CHUNK = 65536
 
 
 @dataclass(slots=True)
@@ -71,6 +71,151 @@ class Connection:
         self._last = "down"
 
 
+class _Delayed:
+    """Bytes (and an end, ``None``) written to ``target`` when each is due, in order.
+
+    One timer per direction at a time, not a task and a queue per chunk: the proxy's
+    own CPU competes with the client and the servers on the bench's 2 cores.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, done: Any) -> None:
+        self._loop = loop
+        self._items: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._done = done  # called once the end is delivered
+        self.target: asyncio.Transport | None = None
+        self.ended = False
+
+    def push(self, due: float, data: bytes | None) -> None:
+        self._items.append((due, data))
+        self._arm()
+
+    def attach(self, target: asyncio.Transport) -> None:
+        self.target = target
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is None and self._items and self.target is not None:
+            self._timer = self._loop.call_at(self._items[0][0], self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        target = self.target
+        assert target is not None
+        while self._items and self._items[0][0] <= now:
+            _due, data = self._items.popleft()
+            if data is None:
+                if not target.is_closing() and target.can_write_eof():
+                    with contextlib.suppress(OSError, RuntimeError):
+                        target.write_eof()
+                self._items.clear()
+                self.ended = True
+                self._done()
+                return
+            if not target.is_closing():
+                target.write(data)
+        self._arm()
+
+
+class _Link:
+    """One proxied connection: the client's side, the upstream side, two delayed pipes."""
+
+    def __init__(self, proxy: LatencyProxy, client: asyncio.Transport) -> None:
+        self.proxy = proxy
+        self.loop = asyncio.get_running_loop()
+        self.conn = Connection(opened=self.loop.time())
+        self.client = client
+        self.upstream: asyncio.Transport | None = None
+        # Upstream opens after the modelled TCP handshake; client bytes wait for it.
+        self.ready = self.conn.opened + 3 * proxy.delay
+        self.to_upstream = _Delayed(self.loop, self._ended)
+        self.to_client = _Delayed(self.loop, self._ended)
+        self.to_client.attach(client)
+        self.closed = self.loop.create_future()
+        self._opening = self.loop.call_at(self.ready, self._open_upstream)
+
+    def _open_upstream(self) -> None:
+        self.proxy._tasks.add(task := self.loop.create_task(self._connect()))
+        task.add_done_callback(self.proxy._tasks.discard)
+
+    async def _connect(self) -> None:
+        try:
+            transport, _ = await self.loop.create_connection(
+                lambda: _UpstreamSide(self), *self.proxy.upstream
+            )
+        except OSError:
+            self.close()
+            return
+        self.upstream = transport
+        self.to_upstream.attach(transport)
+
+    def from_client(self, data: bytes | None) -> None:
+        if self.to_upstream.ended:
+            return
+        self.conn.up(len(data) if data else 0)  # 0: the client closed its side
+        due = max(self.loop.time() + self.proxy.delay, self.ready)
+        self.to_upstream.push(due, data)
+
+    def from_upstream(self, data: bytes | None) -> None:
+        if self.to_client.ended:
+            return
+        self.conn.down(len(data) if data else 0)
+        self.to_client.push(self.loop.time() + self.proxy.delay, data)
+
+    def _ended(self) -> None:
+        if self.to_upstream.ended and self.to_client.ended:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed.done():
+            return
+        self._opening.cancel()
+        for transport in (self.client, self.upstream):
+            if transport is not None:
+                transport.close()
+        self.conn.closed = self.loop.time()
+        self.closed.set_result(None)
+
+
+class _ClientSide(asyncio.Protocol):
+    def __init__(self, proxy: LatencyProxy) -> None:
+        self.proxy = proxy
+        self.link: _Link | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.link = self.proxy._accepted(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.link is not None
+        self.link.from_client(data)
+
+    def eof_received(self) -> bool:
+        assert self.link is not None
+        self.link.from_client(None)
+        return True  # half-closed: the server's answer may still come
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.link is not None and not self.link.to_upstream.ended:
+            self.link.from_client(None)  # a reset, or closed without a half-close
+
+
+class _UpstreamSide(asyncio.Protocol):
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+
+    def data_received(self, data: bytes) -> None:
+        self.link.from_upstream(data)
+
+    def eof_received(self) -> bool:
+        self.link.from_upstream(None)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.link.to_client.ended:
+            self.link.from_upstream(None)
+
+
 @dataclass(eq=False)
 class LatencyProxy:
     """One listener on 127.0.0.1 forwarding to ``upstream`` with ``delay`` each way."""
@@ -80,103 +225,37 @@ class LatencyProxy:
     port: int = 0
     connections: list[Connection] = field(default_factory=list)
     _server: asyncio.Server | None = None
-    _open: set[asyncio.Task[None]] = field(default_factory=set)
+    _links: set[_Link] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _ClientSide(self), "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._open):
+        for link in list(self._links):
+            link.close()
+        for task in list(self._tasks):
             task.cancel()
-        if self._open:
-            await asyncio.wait(self._open, timeout=2)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2)
 
     async def idle(self, timeout: float = 5.0) -> bool:
         """Wait until every connection has closed; ``False`` if some are still open."""
-        if self._open:
-            await asyncio.wait(set(self._open), timeout=timeout)
-        return not self._open
+        if self._links:
+            await asyncio.wait({link.closed for link in self._links}, timeout=timeout)
+        return not self._links
 
-    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._open.add(task)
-        loop = asyncio.get_running_loop()
-        conn = Connection(opened=loop.time())
-        self.connections.append(conn)
-        # Upstream opens after the modelled TCP handshake; client bytes wait for it.
-        ready = loop.time() + 3 * self.delay
-        up_queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
-        down_queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
-        tasks: list[asyncio.Task[None]] = []
-        u_writer: asyncio.StreamWriter | None = None
-        try:
-            tasks.append(asyncio.ensure_future(self._pump(c_reader, up_queue, conn.up, ready)))
-            await asyncio.sleep(max(0.0, ready - loop.time()))
-            u_reader, u_writer = await asyncio.open_connection(*self.upstream)
-            tasks.append(asyncio.ensure_future(self._pump(u_reader, down_queue, conn.down, 0.0)))
-            tasks.append(asyncio.ensure_future(self._deliver(up_queue, u_writer)))
-            tasks.append(asyncio.ensure_future(self._deliver(down_queue, c_writer)))
-            await asyncio.gather(*tasks[2:])
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for writer in (c_writer, u_writer):
-                if writer is not None:
-                    writer.close()
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(writer.wait_closed(), 1)
-            conn.closed = loop.time()
-            self._open.discard(task)
-
-    async def _pump(
-        self,
-        reader: asyncio.StreamReader,
-        queue: asyncio.Queue[tuple[float, bytes | None]],
-        count: Any,
-        not_before: float,
-    ) -> None:
-        """Read chunks and queue them with the time they are due on the other side."""
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                data = await reader.read(_CHUNK)
-            except OSError:
-                data = b""
-            due = max(loop.time() + self.delay, not_before)
-            count(len(data))  # 0: this side closed
-            if not data:
-                await queue.put((due, None))
-                return
-            await queue.put((due, data))
-
-    @staticmethod
-    async def _deliver(
-        queue: asyncio.Queue[tuple[float, bytes | None]], writer: asyncio.StreamWriter
-    ) -> None:
-        """Write each chunk when it is due; half-close (``write_eof``) at the end."""
-        loop = asyncio.get_running_loop()
-        while True:
-            due, data = await queue.get()
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                if data is None:
-                    if writer.can_write_eof():
-                        writer.write_eof()
-                    return
-                writer.write(data)
-                await writer.drain()
-            except OSError:
-                return
+    def _accepted(self, client: asyncio.Transport) -> _Link:
+        link = _Link(self, client)
+        self.connections.append(link.conn)
+        self._links.add(link)
+        link.closed.add_done_callback(lambda _f: self._links.discard(link))
+        return link
 
 
 class ProxyThread:
