@@ -17,36 +17,7 @@ import pytest
 from provision.probes._ahead import load_protocols, open_ahead
 from provision.probes.failure import ProbeFailed
 from provision.results import FailureClass, Stage, Status, Step
-
-
-class _Listener:
-    """A loopback server that accepts and keeps each connection's reading end."""
-
-    def __init__(self) -> None:
-        self.accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> _Listener:
-        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for writer in self._writers:
-            writer.close()
-            await writer.wait_closed()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        await self.accepted.put(reader)
+from tests.servers.listener import Listener
 
 
 def _closed_port() -> int:
@@ -57,11 +28,11 @@ def _closed_port() -> int:
 
 async def test_an_opening_nobody_took_is_closed() -> None:
     deadline = asyncio.get_running_loop().time() + 10
-    async with _Listener() as server:
+    async with Listener() as server:
         opening = open_ahead(
             Stage.SMTP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
         )
-        peer = await asyncio.wait_for(server.accepted.get(), 5)
+        peer, _writer = await asyncio.wait_for(server.accepted.get(), 5)
         opening.discard()
         assert await asyncio.wait_for(peer.read(), 5) == b""  # our side closed it
     assert [s.step for s in opening.rec.result.steps] == [Step.RESOLVE, Step.CONNECT]
@@ -69,13 +40,13 @@ async def test_an_opening_nobody_took_is_closed() -> None:
 
 async def test_a_taken_socket_stays_open_and_the_steps_are_the_stages() -> None:
     deadline = asyncio.get_running_loop().time() + 10
-    async with _Listener() as server:
+    async with Listener() as server:
         opening = open_ahead(
             Stage.IMAP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
         )
         sock = await opening.take()
         opening.discard()  # the finally of probe_inbox: the session owns it now
-        peer = await asyncio.wait_for(server.accepted.get(), 5)
+        peer, _writer = await asyncio.wait_for(server.accepted.get(), 5)
         sock.send(b"still open\r\n")
         assert await asyncio.wait_for(peer.readline(), 5) == b"still open\r\n"
         sock.close()
@@ -99,7 +70,7 @@ async def test_a_refused_connect_is_the_stages_failure_and_discarding_it_is_quie
 
 async def test_an_opening_discarded_before_it_ran_is_cancelled() -> None:
     deadline = asyncio.get_running_loop().time() + 10
-    async with _Listener() as server:
+    async with Listener() as server:
         opening = open_ahead(
             Stage.IMAP, "127.0.0.1", server.port, step_timeout=5, deadline=deadline
         )

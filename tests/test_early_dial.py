@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,8 @@ from provision.probes._ahead import open_ahead
 from provision.probes.failure import ProbeFailed
 from provision.results import FailureClass, Stage, Status, Step
 from provision.sandbox.ca import SandboxCA
+from tests.child import run_python_async
+from tests.servers.listener import Listener
 from tests.servers.mailhost import MailHost
 
 #: Runs the CLI; stderr's last line says, as JSON, whether asyncio had been imported at
@@ -57,6 +58,13 @@ say()
 """
 
 
+#: ``python -c`` running the command line as its console script does.
+_RUN_CLI = (
+    "import runpy, sys; sys.argv[0] = 'provision'; "
+    "runpy.run_module('provision', run_name='__main__')"
+)
+
+
 @pytest.fixture(autouse=True)
 def _no_dials_left() -> Iterator[None]:
     yield
@@ -79,35 +87,6 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _Listener:
-    """Accepts on 127.0.0.1 and hands each accepted connection's reader over."""
-
-    def __init__(self) -> None:
-        self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
-        self.accepted = asyncio.Queue()
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> _Listener:
-        self._server = await asyncio.start_server(
-            lambda r, w: self.accepted.put_nowait((r, w)), "127.0.0.1", 0
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        while not self.accepted.empty():
-            _reader, writer = self.accepted.get_nowait()
-            writer.close()
-            await writer.wait_closed()
-        self._server.close()
-        await self._server.wait_closed()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["address", "name"])
 async def test_check_connects_before_asyncio_is_imported(
     tmp_path: Path, sandbox_ca: SandboxCA, ca_file: Path, host: str
@@ -125,17 +104,8 @@ async def test_check_connects_before_asyncio_is_imported(
     path = tmp_path / "inbox.json"
     path.write_text(json.dumps(inbox))
     try:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _CHILD,
-            *("check", "--json", "--ca-file", str(ca_file), str(path)),
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        async with asyncio.timeout(60):
-            out, err = await child.communicate()
+        args = ("check", "--json", "--ca-file", str(ca_file), str(path))
+        code, out, err = await run_python_async(_CHILD, *args, cwd=tmp_path)
     finally:
         await mail.close()
     (first,) = json.loads(err.decode().strip().splitlines()[-1])
@@ -145,7 +115,7 @@ async def test_check_connects_before_asyncio_is_imported(
         "port": mail.smtp.port,  # the SMTP server, dialled first
     }
     report = json.loads(out)
-    assert child.returncode == 0, report
+    assert code == 0, report
     for stage in report["inboxes"][0]["stages"]:
         assert stage["status"] == "passed"
         steps = {s["step"]: s for s in stage["steps"]}
@@ -160,7 +130,7 @@ async def test_check_connects_before_asyncio_is_imported(
 async def test_the_probe_takes_the_dialled_socket_and_times_its_steps_from_the_dial(
     host: str,
 ) -> None:
-    async with _Listener() as server:
+    async with Listener() as server:
         port = server.port
         _early.dial_inbox(_inbox(host, port, _closed_port()))
         dial = _early._dials[(host, port)]  # what the probe is to take over
@@ -170,7 +140,6 @@ async def test_the_probe_takes_the_dialled_socket_and_times_its_steps_from_the_d
         sock = await opening.take()
         try:
             _reader, writer = await asyncio.wait_for(server.accepted.get(), 5)
-            writer.close()
             # One connection only: the dialled one, not a second connect of the probe.
             assert server.accepted.empty()
             assert sock.getsockname() == writer.get_extra_info("peername")[:2]
@@ -208,15 +177,14 @@ async def test_a_refused_dial_is_classified_as_without_one() -> None:
 
 
 async def test_a_dial_nobody_took_is_closed_and_marks_its_inbox_begun() -> None:
-    async with _Listener() as smtp, _Listener() as imap:
+    async with Listener() as smtp, Listener() as imap:
         inbox = _inbox("127.0.0.1", smtp.port, imap.port)
         _early.dial_inbox(inbox)
         assert _early.dialled(inbox)
         peers = [await asyncio.wait_for(s.accepted.get(), 5) for s in (smtp, imap)]
         _early.close_all()  # the command line's finally: the run ended before it probed
-        for reader, writer in peers:
+        for reader, _writer in peers:
             assert await asyncio.wait_for(reader.read(), 5) == b""  # our side closed it
-            writer.close()
     assert not _early.dialled(inbox)
     assert _early.began() is None
 
@@ -226,7 +194,7 @@ async def test_an_unusable_ca_file_is_exit_2_and_the_dialled_servers_get_no_byte
 ) -> None:
     """The CA file is checked while the dial travels (its ``ssl`` import overlaps the
     handshake): a bad one ends the run as ever, before a byte is sent."""
-    async with _Listener() as smtp, _Listener() as imap:
+    async with Listener() as smtp, Listener() as imap:
         login = {"server": "127.0.0.1", "username": "u", "password": "p"}
         inbox = {
             "name": "Early",
@@ -238,22 +206,13 @@ async def test_an_unusable_ca_file_is_exit_2_and_the_dialled_servers_get_no_byte
         path.write_text(json.dumps(inbox))
         not_pem = tmp_path / "ca.pem"
         not_pem.write_text("not a certificate\n")
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "provision",
-            *("check", "--ca-file", str(not_pem), str(path)),
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        args = ("check", "--ca-file", str(not_pem), str(path))
+        code, _out, err = await run_python_async(_RUN_CLI, *args, cwd=tmp_path)
         async with asyncio.timeout(60):
-            _out, err = await child.communicate()
-            peers = [await s.accepted.get() for s in (smtp, imap)]
-            for reader, writer in peers:
+            for server in (smtp, imap):
+                reader, _writer = await server.accepted.get()
                 assert await reader.read() == b""  # closed without a byte
-                writer.close()
-    assert child.returncode == 2
+    assert code == 2
     assert f"error: {not_pem}: cannot use as a CA file" in err.decode()
 
 

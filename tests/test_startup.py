@@ -3,7 +3,6 @@ pydantic-free parameter coercion that keeps Typer's cost off the hot path."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 from provision._version import __version__
 from provision.cli import app
 from provision.sandbox.ca import SandboxCA
-from tests.child import run_python
+from tests.child import run_python, run_python_async
 from tests.servers.mailhost import MailHost
 
 #: Prints, after the run, every imported module name as JSON on stderr's last line; also
@@ -102,17 +101,8 @@ async def test_check_of_verified_servers_describes_certificates_without_cryptogr
     path = tmp_path / "inbox.json"
     path.write_text(json.dumps({"inboxes": [inbox]}))
     try:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _CHILD,
-            *("check", "--json", "--ca-file", str(ca_file), str(path)),
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        async with asyncio.timeout(60):
-            out, err = await child.communicate()
+        args = ("check", "--json", "--ca-file", str(ca_file), str(path))
+        _code, out, err = await run_python_async(_CHILD, *args, cwd=tmp_path)
     finally:
         await host.close()
     modules = set(json.loads(err.decode().strip().splitlines()[-1]))
