@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from provision.models import Inbox, ProbeOptions
+from provision.probes import _early
 from provision.results import (
     FailureClass,
     Finding,
@@ -151,8 +152,6 @@ async def check(
     Returns:
         A :class:`~provision.results.Report`; it never raises for network outcomes.
     """
-    from provision.probes import _early
-
     options = options or ProbeOptions()
     # Probing began with the command line's dial, if it dialled before the loop.
     started = _early.began() or time.perf_counter()
@@ -209,7 +208,6 @@ async def _probe_all(
     stop: Stop | None,
     options_for: Callable[[int, Inbox], ProbeOptions] | None,
 ) -> list[InboxResult]:
-    from provision.probes import _early
     from provision.stopping import Stop
 
     stop = stop if stop is not None else Stop()

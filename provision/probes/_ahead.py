@@ -98,10 +98,9 @@ async def _resolve_and_connect(
     dial = _early.take(host, port)  # begun by the command line before the loop, if at all
     try:
         addresses = await _net.resolve(rec, host, port, prefix=prefix, dial=dial)
-        dialled = dial is not None and dial.sock is not None and dial.addresses[:1] == addresses[:1]
-        loop_time = asyncio.get_running_loop().time()
-        started.append(dial.connect_started_mono if dial is not None and dialled else loop_time)
-        return await _net.connect(rec, addresses, host=host, port=port, prefix=prefix, dial=dial)
+        return await _net.connect(
+            rec, addresses, host=host, port=port, prefix=prefix, dial=dial, started=started
+        )
     finally:
         if dial is not None:
             dial.close()  # a dial the connect did not take (an error, another address)

@@ -158,13 +158,16 @@ async def connect(
     port: int,
     prefix: str,
     dial: Dial | None = None,
+    started: list[float] | None = None,
 ) -> socket.socket:
     """Connect to the first address that accepts, trying each in turn.
 
     Every attempt is one ``connect`` step with its address; the first one continues the
     ``dial``'s connect, when the command line began it before the event loop. The
-    returned socket is non-blocking with ``TCP_NODELAY`` (our writes are whole commands;
-    Nagle plus the peer's delayed ACK would stall small writes).
+    event-loop time the first attempt began is appended to ``started`` (node-imap's
+    connect timer counts from it). The returned socket is non-blocking with
+    ``TCP_NODELAY`` (our writes are whole commands; Nagle plus the peer's delayed ACK
+    would stall small writes).
 
     Raises:
         ProbeFailed: no address accepted; classified by the most telling error.
@@ -173,8 +176,10 @@ async def connect(
     errors: list[tuple[str, BaseException]] = []
     for index, (family, sockaddr) in enumerate(addresses):
         dialled = dial.connecting_to((family, sockaddr)) if dial and not index else None
+        if started is not None and not index:
+            started.append(dial.connect_started_mono if dial and dialled else loop.time())
         since = dial.connect_started if dial and dialled else None
-        sock = dialled or socket.socket(family, socket.SOCK_STREAM)
+        sock = dialled if dialled is not None else socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         addr = format_address(sockaddr)
         try:
