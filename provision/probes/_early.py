@@ -200,7 +200,8 @@ def unique(infos: GetAddrInfo) -> list[AddrInfo]:
 
 def dial_inbox(inbox: Inbox) -> None:
     """Dial ``inbox``'s SMTP and IMAP servers now (the command line, before its loop)."""
-    _began[:] = _began or [time.perf_counter()]
+    if not _began:
+        _began.append(time.perf_counter())
     _inboxes.append(inbox)
     for server in (inbox.smtp, inbox.imap):
         key = (server.server, server.port)
@@ -239,5 +240,5 @@ def close_all() -> None:
         dial.close()
 
 
-# An ``EINPROGRESS`` from ``connect_ex`` is the handshake under way, not an error.
+#: What ``connect_ex`` says of a connect that is under way (or done at once): no error.
 IN_PROGRESS = frozenset({0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK})
