@@ -232,7 +232,7 @@ def dial_first(run: Run) -> LoadResult | ConfigError | None:
     if loaded.inboxes:
         from provision.probes._early import dial_inbox
 
-        dial_inbox(loaded.inboxes[0])
+        dial_inbox(loaded.inboxes[0], step_timeout=run.step_timeout)
     return loaded
 
 

@@ -12,11 +12,18 @@ This module imports neither asyncio nor any probe module: that is its point. A n
 resolved in a thread (``getaddrinfo`` blocks), as the event loop's resolver would;
 an address literal needs no resolver. Only the first address is dialled; the probe tries
 the others, if it must, as ever (``_net.connect``).
+
+The event loop looks at a dialled socket only once it runs, tens of ms after the
+handshake may have ended; so each dial's thread waits for the socket to become writable
+(``select``) and notes when (:attr:`Dial.connected_at`): the connect step shows the
+handshake's time, not the program's start-up.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import select
 import socket
 import threading
 import time
@@ -63,22 +70,27 @@ class Dial:
         "_answer",
         "_closed",
         "_error",
+        "_thread",
         "_waiters",
+        "_wake",
         "addresses",
         "answered",
         "connect_errno",
         "connect_started",
         "connect_started_mono",
+        "connected_at",
         "host",
         "literal",
         "port",
         "sock",
         "started",
+        "step_timeout",
     )
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, step_timeout: float) -> None:
         self.host = host
         self.port = port
+        self.step_timeout = step_timeout  # how long the thread watches the connect
         self.started = time.perf_counter()  # the resolve step's start (StepResult times)
         self.answered = self.started  # perf_counter when the lookup answered (a literal: at once)
         self.literal: AddrInfo | None = None
@@ -90,7 +102,11 @@ class Dial:
         self.connect_errno = 0
         self.connect_started = 0.0  # perf_counter: the connect step's start
         self.connect_started_mono = 0.0  # monotonic (event-loop time): node-imap's timer
+        #: perf_counter when the socket was seen writable (connected, or failed), if it was.
+        self.connected_at: float | None = None
         self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wake: tuple[int, int] | None = os.pipe()  # a byte here ends the watch
 
     def on_answer(self, wake: Callable[[], None]) -> bool:
         """``False`` if the lookup has answered; else ``wake`` is called (from the
@@ -115,7 +131,9 @@ class Dial:
         return self._answer
 
     def connecting_to(self, address: AddrInfo) -> socket.socket | None:
-        """The dialled socket if it is connecting to ``address``; the caller owns it now."""
+        """The dialled socket if it is connecting to ``address``; the caller owns it now
+        (the thread has stopped watching it: :attr:`connected_at` is final)."""
+        self._end_watch()
         with _lock:
             sock, self.sock = self.sock, None
         if sock is not None and self.addresses[:1] == [address]:
@@ -127,6 +145,8 @@ class Dial:
     def close(self) -> None:
         with _lock:
             self._closed = True
+        self._end_watch()
+        with _lock:
             sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
@@ -138,9 +158,20 @@ class Dial:
             sockaddr = (text, self.port) if family == socket.AF_INET else (text, self.port, 0, 0)
             self.literal = (family, sockaddr)
             self._waiters = None  # answered: the address is the answer
-            self._connect([self.literal])
-            return
-        threading.Thread(target=self._resolve, name="provision-dial", daemon=True).start()
+            self._connect([self.literal])  # here: the SYN leaves before any thread runs
+        self._thread = threading.Thread(target=self._run, name="provision-dial", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            if self.literal is None:
+                self._resolve()
+            self._watch()
+        finally:
+            with _lock:  # under the lock: _end_watch never writes to a closed pipe
+                fds, self._wake = self._wake, None
+            for fd in fds or ():
+                os.close(fd)
 
     def _resolve(self) -> None:
         try:
@@ -155,6 +186,29 @@ class Dial:
             waiters, self._waiters = self._waiters or [], None
         for wake in waiters:
             wake()
+
+    def _watch(self) -> None:
+        """Note when the connect in flight ends, until told to stop or the step cap."""
+        with _lock:
+            sock, wake = self.sock, self._wake
+        if sock is None or wake is None or self.connect_errno not in IN_PROGRESS:
+            return
+        poller = select.poll()  # not select(): no limit on the descriptor's number
+        poller.register(wake[0], select.POLLIN)
+        poller.register(sock, select.POLLOUT)
+        for fd, _events in poller.poll(self.step_timeout * 1000):
+            if fd == sock.fileno():
+                self.connected_at = time.perf_counter()
+
+    def _end_watch(self) -> None:
+        """Stop the thread's watch and wait for it: at once, unless it still resolves (a
+        lookup cannot be cut short; a closed dial's thread then connects nothing)."""
+        with _lock:
+            thread, self._thread = self._thread, None
+            if self._wake is not None:
+                os.write(self._wake[1], b"x")
+        if thread is not None and self._waiters is None:  # answered: watching, or done
+            thread.join()
 
     def _connect(self, addresses: list[AddrInfo]) -> None:
         if not addresses:
@@ -198,8 +252,9 @@ def unique(infos: GetAddrInfo) -> list[AddrInfo]:
     return seen
 
 
-def dial_inbox(inbox: Inbox) -> None:
-    """Dial ``inbox``'s SMTP and IMAP servers now (the command line, before its loop)."""
+def dial_inbox(inbox: Inbox, *, step_timeout: float) -> None:
+    """Dial ``inbox``'s SMTP and IMAP servers now (the command line, before its loop);
+    ``step_timeout``: the probe's step cap, how long a connect is watched."""
     if not _began:
         _began.append(time.perf_counter())
     _inboxes.append(inbox)
@@ -208,7 +263,7 @@ def dial_inbox(inbox: Inbox) -> None:
         with _lock:
             if key in _dials:
                 continue
-            dial = _dials[key] = Dial(*key)
+            dial = _dials[key] = Dial(*key, step_timeout)
         dial._start()
 
 

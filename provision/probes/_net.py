@@ -188,6 +188,9 @@ async def connect(
                     if dialled is None:
                         await loop.sock_connect(sock, sockaddr)
                     else:
+                        # The dial's thread saw the handshake end, if it ended before the loop
+                        # ran: that is the step's end, not the loop's first look.
+                        info.ended = dial.connected_at if dial else None
                         await _dialled(loop, sock, dial.connect_errno if dial else 0)
                 except OSError as exc:
                     info.detail = exc.strerror or str(exc)

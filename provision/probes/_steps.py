@@ -90,7 +90,7 @@ class Recorder:
             shown = effective if by_deadline else self.step_timeout if cap is None else cap
             raise StepTimeout(step, shown, deadline=by_deadline) from exc
         except BaseException:
-            self._record(step, Status.FAILED, start, info.detail, address)
+            self._record(step, Status.FAILED, start, info.detail, address, info.ended)
             raise
         self._record(step, info.status, start, info.detail, address, info.ended)
 
