@@ -10,7 +10,10 @@ it changes little.
 
 The steps are recorded as ever, on the stage's own :class:`~.Recorder`: the session
 takes it over with the socket (``Opening.rec``). A step's time is when the event loop
-saw it end, at most a thread switch (5 ms) after the kernel did.
+saw it end, at most a thread switch (5 ms) after the kernel did. When the command line
+dialled the stage before the loop existed (``_early``), the opening takes that dial
+over: its resolve and connect steps are timed from the dial, and end when the dial's
+own thread saw them end.
 """
 
 from __future__ import annotations
