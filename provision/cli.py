@@ -17,6 +17,7 @@ import typer
 
 from provision._version import print_version
 from provision.cli_coerce import FastCommand, FastGroup
+from provision.cli_dial import after_dial, close_dials, dial_first
 from provision.cli_dispatch import only_needed_commands
 from provision.cli_help import command_help
 from provision.cli_options import (
@@ -45,12 +46,9 @@ from provision.cli_options import (
     shared_options,
 )
 from provision.cli_run import (
-    after_dial,
     audit_inputs,
     check_ca_file,
-    close_dials,
     config_error,
-    dial_first,
     emit,
     finish_ci,
     load_files,

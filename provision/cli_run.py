@@ -37,13 +37,10 @@ if TYPE_CHECKING:
     from provision.stopping import Stop
 
 __all__ = [
-    "after_dial",
     "audit_inputs",
     "check_ca_file",
-    "close_dials",
     "color",
     "config_error",
-    "dial_first",
     "emit",
     "finish_ci",
     "is_terminal",
@@ -93,8 +90,8 @@ def start_run(
 ) -> tuple[ProbeOptions, CiOutputs]:
     """Check what can be checked before any I/O; the probe options and CI outputs.
 
-    ``dial``: ``check``'s start, which dials before its loop (:func:`dial_first`): the
-    logging set-up and the CA file's check are left to :func:`after_dial`, so that their
+    ``dial``: ``check``'s start, which dials before its loop (``cli_dial``): the
+    logging set-up and the CA file's check are left to ``cli_dial.after_dial``, so that their
     imports (``logging``, ``ssl``: some 10 ms) overlap the first handshakes. The CA
     file is still checked before a byte is sent.
     """
@@ -213,51 +210,11 @@ def check_ca_file(path: Path | None) -> Path | None:
     return readable_ca_file(path)
 
 
-def dial_first(run: Run) -> LoadResult | ConfigError | None:
-    """Read the inbox files now, before the event loop, and dial the first inbox's two
-    servers (``probes._early``): the handshakes travel while the loop starts up.
-
-    Returns what :func:`load_inputs` is then given: the files' inboxes, or the error
-    that reading them raised (raised there, so a bad file ends as it always has), or
-    ``None`` (a sandbox or standard input: read in the loop, where a stop can end it).
-    """
-    if run.sandbox or not run.files or "-" in run.files:
-        return None
-    from provision.inbox import load_inboxes
-
-    try:
-        loaded = load_inboxes(run.files)
-    except ConfigError as exc:
-        return exc
-    if loaded.inboxes:
-        from provision.probes._early import dial_inbox
-
-        dial_inbox(loaded.inboxes[0], step_timeout=run.step_timeout)
-    return loaded
-
-
-def after_dial(run: Run) -> None:
-    """What :func:`start_run` left for after ``check``'s dial: logging, the CA file."""
-    setup_logging(run.verbose)
-    try:
-        check_ca_file(run.ca_file)
-    except ConfigError as exc:  # exit 2; the dialled connections close unused
-        config_error(exc.problems, run.json_output)
-
-
-def close_dials() -> None:
-    """Close the dials of :func:`dial_first` that no probe took (a run stopped or failed
-    before it probed). A run that dialled nothing imports nothing here."""
-    early = sys.modules.get("provision.probes._early")
-    if early is not None:
-        early.close_all()
-
-
 @contextlib.asynccontextmanager
 async def load_inputs(
     run: Run, options: ProbeOptions, stop: Stop, read: LoadResult | ConfigError | None = None
 ) -> AsyncIterator[tuple[LoadResult, ProbeOptions, Sandbox | None]]:
-    """The inboxes to run: the files (``read`` by :func:`dial_first` already, if given),
+    """The inboxes to run: the files (``read`` by ``cli_dial.dial_first`` already, if given),
     or those of a sandbox started for the run (and its CA)."""
     from provision.inbox import load_inboxes
 

@@ -32,13 +32,14 @@ LAYERS = {
     "cli_options": 5,
     "watch": 5,
     "cli_run": 6,
+    "cli_dial": 6,
     "cli_dispatch": 6,
     "cli": 7,
     "__init__": 6,
     "entry": 8,
     "__main__": 9,
 }
-SIDEWAYS = {("tls_failures", "tls"), ("tls", "tls_facts")}
+SIDEWAYS = {("tls_failures", "tls"), ("tls", "tls_facts"), ("cli_dial", "cli_run")}
 
 
 def _unit(module: str) -> str:

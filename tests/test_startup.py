@@ -154,6 +154,7 @@ def test_version_with_anything_else_goes_to_typer(tmp_path: Path) -> None:
     assert {m for m in modules if m.startswith("provision.")} <= _ENTRY | {
         "provision.cli",
         "provision.cli_coerce",
+        "provision.cli_dial",
         "provision.cli_dispatch",
         "provision.cli_help",
         "provision.cli_options",
