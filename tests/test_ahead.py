@@ -17,6 +17,7 @@ import pytest
 from provision.probes._ahead import load_protocols, open_ahead
 from provision.probes.failure import ProbeFailed
 from provision.results import FailureClass, Stage, Status, Step
+from tests.child import run_python
 from tests.servers.listener import Listener
 
 
@@ -81,7 +82,7 @@ async def test_an_opening_discarded_before_it_ran_is_cancelled() -> None:
 
 
 async def test_the_protocol_modules_load_once_for_every_caller() -> None:
-    await asyncio.gather(load_protocols(), load_protocols())
+    await asyncio.gather(load_protocols(Stage.SMTP), load_protocols(Stage.IMAP))
     assert {"provision.probes.smtp", "provision.probes.imap", "aiosmtplib", "aioimaplib"} <= set(
         sys.modules
     )
@@ -113,3 +114,32 @@ async def test_an_opening_cancelled_in_the_middle_of_its_connect_leaves_no_socke
                 gc.collect()  # a leaked socket would warn here
         finally:
             queued.close()
+
+
+_SMTP_FIRST = """
+import asyncio, sys, threading
+gate = threading.Event()
+class HoldImap:  # aioimaplib's import waits until the gate opens
+    def find_spec(self, name, path=None, target=None):
+        if name == "aioimaplib":
+            gate.wait(30)
+        return None
+sys.meta_path.insert(0, HoldImap())
+from provision.probes._ahead import load_protocols
+from provision.results import Stage
+async def main():
+    await asyncio.wait_for(load_protocols(Stage.SMTP), 10)
+    smtp_alone = "provision.probes.smtp" in sys.modules and "aioimaplib" not in sys.modules
+    gate.set()
+    await asyncio.wait_for(load_protocols(Stage.IMAP), 10)
+    print(smtp_alone, "provision.probes.imap" in sys.modules)
+asyncio.run(main())
+"""
+
+
+def test_the_smtp_stage_does_not_wait_for_the_imap_modules() -> None:
+    """SMTP's path is the longer one: its modules load first, and it starts on them
+    while aioimaplib still loads (held here until SMTP's are in)."""
+    done = run_python(_SMTP_FIRST)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]

@@ -71,23 +71,29 @@ async def probe_inbox(inbox: Inbox, options: ProbeOptions, *, deadline: float) -
     imap = open_ahead(
         Stage.IMAP, inbox.imap.server, inbox.imap.port, step_timeout=cap, deadline=deadline
     )
-    try:
-        await load_protocols()
-        from provision.commands.steplog import log_steps
-        from provision.probes.imap import probe_imap
+
+    # Each stage waits for its own modules only: SMTP's load first (the longer path).
+    async def smtp_stage() -> StageResult:
+        await load_protocols(Stage.SMTP)
         from provision.probes.smtp import probe_smtp
 
+        return await probe_smtp(inbox, options, deadline=deadline, opening=smtp)
+
+    async def imap_stage() -> StageResult:
+        await load_protocols(Stage.IMAP)
+        from provision.probes.imap import probe_imap
+
+        return await probe_imap(inbox, options, deadline=deadline, opening=imap)
+
+    try:
         stages = await asyncio.gather(
-            _guarded(
-                Stage.SMTP, lambda: probe_smtp(inbox, options, deadline=deadline, opening=smtp)
-            ),
-            _guarded(
-                Stage.IMAP, lambda: probe_imap(inbox, options, deadline=deadline, opening=imap)
-            ),
+            _guarded(Stage.SMTP, smtp_stage), _guarded(Stage.IMAP, imap_stage)
         )
     finally:  # a probe cancelled before it began leaves its connection to close here
         smtp.discard()
         imap.discard()
+    from provision.commands.steplog import log_steps
+
     result = InboxResult.for_inbox(inbox)
     for stage in stages:
         log_steps(inbox, stage)

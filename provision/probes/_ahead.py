@@ -22,7 +22,6 @@ import asyncio
 import concurrent.futures
 import importlib
 import socket
-import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -32,11 +31,18 @@ from provision.results import Stage
 
 __all__ = ["Opening", "connected", "load_protocols", "open_ahead"]
 
-#: What a probe of one inbox imports: the two stages, with aiosmtplib and aioimaplib, and
-#: the IDNA codec, which ``ssl`` loads (4 ms) at the first TLS session with a host name.
-PROTOCOL_MODULES = ("provision.probes.smtp", "provision.probes.imap", "encodings.idna")
+#: What each stage's probe imports, in the order the worker thread loads them: SMTP's
+#: first (aiosmtplib with the ``email`` package), its path being the longer one (7 round
+#: trips against IMAP's 5), so that it does not wait for IMAP's (aioimaplib); then the
+#: IDNA codec, which ``ssl`` loads (4 ms) at the first TLS session with a host name (SMTP's
+#: STARTTLS, a few round trips later), off the event loop.
+PROTOCOL_MODULES: tuple[tuple[Stage | None, str], ...] = (
+    (Stage.SMTP, "provision.probes.smtp"),
+    (Stage.IMAP, "provision.probes.imap"),
+    (None, "encodings.idna"),
+)
 
-_loaded: concurrent.futures.Future[None] | None = None
+_loaded: dict[str, concurrent.futures.Future[None]] = {}
 _loaded_lock = threading.Lock()
 
 
@@ -109,31 +115,41 @@ async def _resolve_and_connect(
             dial.close()  # a dial the connect did not take (an error, another address)
 
 
-async def load_protocols() -> None:
-    """Import :data:`PROTOCOL_MODULES` in a worker thread, once per process.
+async def load_protocols(stage: Stage) -> None:
+    """Import ``stage``'s modules (:data:`PROTOCOL_MODULES`): all of them are loaded in
+    one worker thread, once per process, in that order; this waits for the stage's own.
 
     Their bytecode runs under the GIL, but the event loop mostly waits for the network
     meanwhile, so the two overlap. An import error is raised to every caller.
     """
-    global _loaded
-    if all(name in sys.modules for name in PROTOCOL_MODULES):
-        return
+    name = next(module for owner, module in PROTOCOL_MODULES if owner is stage)
     with _loaded_lock:
-        if _loaded is None or (_loaded.done() and _loaded.exception() is not None):
-            _loaded = concurrent.futures.Future()
-            _loaded.set_running_or_notify_cancel()
+        future = _loaded.get(name)
+        if future is None or (future.done() and future.exception() is not None):
+            futures: dict[str, concurrent.futures.Future[None]] = {
+                module: concurrent.futures.Future() for _owner, module in PROTOCOL_MODULES
+            }
+            for each in futures.values():
+                each.set_running_or_notify_cancel()
+            _loaded.update(futures)
             threading.Thread(
-                target=_import_into, args=(_loaded,), name="provision-imports", daemon=True
+                target=_import_into, args=(futures,), name="provision-imports", daemon=True
             ).start()
-        loaded = _loaded
-    await asyncio.wrap_future(loaded)
+            future = futures[name]
+    if not future.done():
+        await asyncio.wrap_future(future)
+    future.result()  # raises the import's error
 
 
-def _import_into(future: concurrent.futures.Future[None]) -> None:
-    try:
-        for name in PROTOCOL_MODULES:
-            importlib.import_module(name)
-    except BaseException as exc:  # handed to every waiting probe
-        future.set_exception(exc)
-    else:
-        future.set_result(None)
+def _import_into(futures: dict[str, concurrent.futures.Future[None]]) -> None:
+    failed: BaseException | None = None
+    for name, future in futures.items():
+        if failed is None:
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # handed to every waiting probe
+                failed = exc
+        if failed is None:
+            future.set_result(None)
+        else:
+            future.set_exception(failed)
