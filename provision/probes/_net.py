@@ -175,23 +175,25 @@ async def connect(
     loop = asyncio.get_running_loop()
     errors: list[tuple[str, BaseException]] = []
     for index, (family, sockaddr) in enumerate(addresses):
+        # The first attempt continues the dial's connect, if the dial is to this address.
         dialled = dial.connecting_to((family, sockaddr)) if dial and not index else None
-        if started is not None and not index:
-            started.append(dial.connect_started_mono if dial and dialled else loop.time())
-        since = dial.connect_started if dial and dialled else None
+        taken = dial if dialled is not None else None
         sock = dialled if dialled is not None else socket.socket(family, socket.SOCK_STREAM)
+        if started is not None and not index:
+            started.append(taken.connect_started_mono if taken else loop.time())
         sock.setblocking(False)
         addr = format_address(sockaddr)
+        since = taken.connect_started if taken else None
         try:
             async with rec.step(Step.CONNECT, address=addr, since=since) as info:
                 try:
-                    if dialled is None:
+                    if taken is None:
                         await loop.sock_connect(sock, sockaddr)
                     else:
                         # The dial's thread saw the handshake end, if it ended before the loop
                         # ran: that is the step's end, not the loop's first look.
-                        info.ended = dial.connected_at if dial else None
-                        await _dialled(loop, sock, dial.connect_errno if dial else 0)
+                        info.ended = taken.connected_at
+                        await _dialled(loop, sock, taken.connect_errno)
                 except OSError as exc:
                     info.detail = exc.strerror or str(exc)
                     raise

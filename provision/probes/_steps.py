@@ -73,7 +73,7 @@ class Recorder:
         ``since``: the ``perf_counter`` time the step really began, when that was before
         the event loop (``_early``): its time and its cap count from then.
         """
-        limit = self.step_timeout if cap is None else cap
+        full = limit = self.step_timeout if cap is None else cap
         start = time.perf_counter()
         if since is not None and since < start:
             limit, start = max(0.0, limit - (start - since)), since
@@ -87,7 +87,8 @@ class Recorder:
                 yield info
         except TimeoutError as exc:
             self._record(step, Status.FAILED, start, info.detail or "timed out", address)
-            shown = effective if by_deadline else self.step_timeout if cap is None else cap
+            # The step cap the user set, even when part of it ran before the loop (since).
+            shown = effective if by_deadline else full
             raise StepTimeout(step, shown, deadline=by_deadline) from exc
         except BaseException:
             self._record(step, Status.FAILED, start, info.detail, address, info.ended)
